@@ -1,0 +1,1 @@
+"""Dataset: fictitious private profiles, rendered documents, multi-view QA, splits, validation."""

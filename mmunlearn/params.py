@@ -1,0 +1,171 @@
+"""Load and validate params.yaml: every stage calls `load()` before any heavy compute.
+
+A bad value raises `ParamError` whose message is one line naming the key and the value;
+`stages._cli.main` turns it into that line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+from typing import Any
+
+SCALES = ("smoke", "small", "full")
+METHODS = (
+    "ga", "ga_diff", "kl", "po", "npo", "npo_diff", "manu", "mmunlearner",
+    "random_labels", "finetune_retain", "salun",
+)
+TOP_LEVEL = ("seed", "seeds", "scale", "model", "method", "methods",
+             "data", "finetune", "oracle", "unlearn", "metrics", "analysis")
+DATA_SOURCES = ("generated",)
+TIES = ("ordinal", "average")
+
+
+class ParamError(ValueError):
+    """A params.yaml value that no stage can run with."""
+
+    def __init__(self, key: str, value: Any, why: str):
+        self.key, self.value = key, value
+        super().__init__(f"params: {key}={value!r}: {why}")
+
+
+def read_yaml(path: str | Path) -> Any:
+    """YAML 1.2 (ruamel): `1e-5` is a float, `no` is a string."""
+    from ruamel.yaml import YAML
+
+    with open(path) as fh:
+        return YAML(typ="safe", pure=True).load(fh)
+
+
+def load(path: str | Path = "params.yaml") -> dict:
+    """Read and validate params; returns the plain dict."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamError("params", str(path), "file not found")
+    params = read_yaml(path)
+    validate(params)
+    return params
+
+
+def _int(key: str, value: Any, lo: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ParamError(key, value, "must be an integer")
+    if lo is not None and value < lo:
+        raise ParamError(key, value, f"must be >= {lo}")
+    return int(value)
+
+
+def _ratio(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ParamError(key, value, "must be a number")
+    if not 0 < value < 1:
+        raise ParamError(key, value, "must be in (0, 1)")
+    return float(value)
+
+
+def _get(params: dict, dotted: str) -> Any:
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ParamError(dotted, None, "missing")
+        node = node[part]
+    return node
+
+
+def data_scale(params: dict) -> dict:
+    """Count preset of the current scale, with derived totals."""
+    preset = dict(params["data"]["scales"][params["scale"]])
+    preset["profiles"] = 2 * preset["profiles_per_domain"]
+    preset["forget_profiles"] = preset["forget_tasks"] * preset["profiles_per_task"]
+    preset["retain_profiles"] = preset["profiles"] - preset["forget_profiles"] - preset["holdout"]
+    return preset
+
+
+def validate(params: Any) -> None:
+    if not isinstance(params, dict):
+        raise ParamError("params", params, "must be a mapping")
+    for key in TOP_LEVEL:
+        if key not in params:
+            raise ParamError(key, None, "missing")
+    _int("seed", params["seed"], lo=0)
+    seeds = params["seeds"]
+    if not isinstance(seeds, list) or not seeds:
+        raise ParamError("seeds", seeds, "must be a non-empty list of integers")
+    for i, s in enumerate(seeds):
+        _int(f"seeds[{i}]", s, lo=0)
+    if len(set(seeds)) != len(seeds):
+        raise ParamError("seeds", seeds, "must not repeat")
+    if params["scale"] not in SCALES:
+        raise ParamError("scale", params["scale"], f"unknown scale (one of {', '.join(SCALES)})")
+    if not isinstance(params["model"], str) or not params["model"]:
+        raise ParamError("model", params["model"], "must be a preset name or a checkpoint path/id")
+    methods = params["methods"]
+    if not isinstance(methods, list) or not methods:
+        raise ParamError("methods", methods, "must be a non-empty list")
+    for m in methods:
+        if m not in METHODS:
+            raise ParamError("methods", m, f"unknown method (one of {', '.join(METHODS)})")
+    if len(set(methods)) != len(methods):
+        raise ParamError("methods", methods, "must not repeat")
+    if params["method"] not in METHODS:
+        raise ParamError("method", params["method"], f"unknown method (one of {', '.join(METHODS)})")
+    if params["method"] not in methods:
+        raise ParamError("method", params["method"], "must be one of `methods`")
+    _validate_data(params)
+    for m in METHODS:
+        block = _get(params, f"unlearn.{m}")
+        if not isinstance(block, dict):
+            raise ParamError(f"unlearn.{m}", block, "must be a mapping")
+        for k, v in block.items():
+            if k in ("steps",):
+                _int(f"unlearn.{m}.{k}", v, lo=1)
+            elif k in ("lr", "beta", "gamma", "alpha", "weight", "eps", "tau"):
+                if isinstance(v, bool) or not isinstance(v, numbers.Real) or v < 0:
+                    raise ParamError(f"unlearn.{m}.{k}", v, "must be a non-negative number")
+            elif k == "top_k":
+                _ratio(f"unlearn.{m}.{k}", v)
+    _int("unlearn.save_every", _get(params, "unlearn.save_every"), lo=1)
+    ties = _get(params, "analysis.ties")
+    if ties not in TIES:
+        raise ParamError("analysis.ties", ties, f"unknown tie rule (one of {', '.join(TIES)})")
+
+
+def _validate_data(params: dict) -> None:
+    data = params["data"]
+    if not isinstance(data, dict):
+        raise ParamError("data", data, "must be a mapping")
+    if _get(params, "data.source") not in DATA_SOURCES:
+        raise ParamError("data.source", data["source"], f"unknown source (one of {', '.join(DATA_SOURCES)})")
+    size = _int("data.image_size", _get(params, "data.image_size"), lo=64)
+    if size % 8:
+        raise ParamError("data.image_size", size, "must be a multiple of 8")
+    _int("data.workers", _get(params, "data.workers"), lo=0)
+    from mmunlearn.data.schema import QA_PER_PROFILE
+
+    qpp = _get(params, "data.qa_per_profile")
+    if qpp != QA_PER_PROFILE:
+        raise ParamError("data.qa_per_profile", qpp, f"the QA design asks exactly {QA_PER_PROFILE} per profile")
+    scales = _get(params, "data.scales")
+    for scale in SCALES:
+        if not isinstance(scales, dict) or scale not in scales:
+            raise ParamError(f"data.scales.{scale}", None, "missing")
+        pre = f"data.scales.{scale}"
+        sc = scales[scale]
+        for k in ("profiles_per_domain", "forget_tasks", "profiles_per_task", "holdout"):
+            _int(f"{pre}.{k}", _get(params, f"{pre}.{k}"), lo=1)
+        n = 2 * sc["profiles_per_domain"]
+        forget = sc["forget_tasks"] * sc["profiles_per_task"]
+        if forget + sc["holdout"] >= n:
+            raise ParamError(
+                f"{pre}.forget_tasks",
+                sc["forget_tasks"],
+                f"{sc['forget_tasks']} tasks x {sc['profiles_per_task']} profiles + {sc['holdout']} holdout "
+                f"leave no retain profile among {n} profiles",
+            )
+    for key in ("data.fiu_ratios", "data.umu_ratios"):
+        ratios = _get(params, key)
+        if not isinstance(ratios, list) or not ratios:
+            raise ParamError(key, ratios, "must be a non-empty list of ratios")
+        for i, r in enumerate(ratios):
+            _ratio(f"{key}[{i}]", r)
+        if len(set(ratios)) != len(ratios):
+            raise ParamError(key, ratios, "must not repeat")
