@@ -141,6 +141,8 @@ def _options_table(qa: pd.DataFrame) -> pd.DataFrame:
 def build_checks(params: dict, profiles: pd.DataFrame, qa: pd.DataFrame, data_dir: Path):
     import great_expectations as gx
 
+    from great_expectations.expectations.row_conditions import Column as C
+
     E = gx.expectations
     sc = data_scale(params)
     size = int(params["data"]["image_size"])
@@ -184,10 +186,10 @@ def build_checks(params: dict, profiles: pd.DataFrame, qa: pd.DataFrame, data_di
         Check("task_type", "profiles", E.ExpectColumnValuesToBeInTypeList(column="task", type_list=["int64", "int32"]), pc),
         Check("images_per_profile_medical", "profiles", E.ExpectColumnValuesToBeBetween(
             column="n_images", min_value=images_per_profile("medical"), max_value=images_per_profile("medical"),
-            row_condition='domain == "medical"', condition_parser="pandas"), pc),
+            row_condition=(C("domain") == "medical")), pc),
         Check("images_per_profile_labor", "profiles", E.ExpectColumnValuesToBeBetween(
             column="n_images", min_value=images_per_profile("labor"), max_value=images_per_profile("labor"),
-            row_condition='domain == "labor"', condition_parser="pandas"), pc),
+            row_condition=(C("domain") == "labor")), pc),
         Check("qa_domain_values", "qa", E.ExpectColumnValuesToBeInSet(column="domain", value_set=list(DOMAINS)), "qa_id"),
         Check("qa_view_values", "qa", E.ExpectColumnValuesToBeInSet(column="view", value_set=list(VIEWS)), "qa_id"),
         Check("qa_form_values", "qa", E.ExpectColumnValuesToBeInSet(column="form", value_set=list(FORMS)), "qa_id"),
@@ -196,14 +198,14 @@ def build_checks(params: dict, profiles: pd.DataFrame, qa: pd.DataFrame, data_di
             column="field", value_set=sorted(set(MASKABLE["medical"]) | set(MASKABLE["labor"]))), "qa_id"),
         Check("qa_answer_not_empty", "qa", E.ExpectColumnValuesToBeBetween(column="answer_length", min_value=1), "qa_id"),
         Check("qa_text_has_no_image", "qa", E.ExpectColumnValuesToBeNull(
-            column="image", row_condition='view == "text"', condition_parser="pandas"), "qa_id"),
+            column="image", row_condition=(C("view") == "text")), "qa_id"),
         Check("qa_vqa_has_image", "qa", E.ExpectColumnValuesToNotBeNull(
-            column="image", row_condition='view != "text"', condition_parser="pandas"), "qa_id"),
+            column="image", row_condition=(C("view") != "text")), "qa_id"),
         Check("forget_rows_have_task", "qa", E.ExpectColumnValuesToBeBetween(
             column="task", min_value=1, max_value=sc["forget_tasks"],
-            row_condition='split == "forget"', condition_parser="pandas"), "qa_id"),
+            row_condition=(C("split") == "forget")), "qa_id"),
         Check("kept_rows_have_no_task", "qa", E.ExpectColumnValuesToBeBetween(
-            column="task", min_value=0, max_value=0, row_condition='split != "forget"', condition_parser="pandas"), "qa_id"),
+            column="task", min_value=0, max_value=0, row_condition=(C("split") != "forget")), "qa_id"),
         Check("no_profile_in_forget_and_retain_or_holdout", "membership",
               E.ExpectColumnValuesToBeInSet(column="forget_and_kept", value_set=[False]), pc),
         Check("profile_in_one_split", "membership", E.ExpectColumnValuesToBeBetween(column="n_splits", min_value=1, max_value=1), pc),
@@ -212,20 +214,19 @@ def build_checks(params: dict, profiles: pd.DataFrame, qa: pd.DataFrame, data_di
               E.ExpectColumnValuesToBeInSet(column="matches_profile_split", value_set=[True]), pc),
         Check("classification_has_4_options", "options", E.ExpectColumnValuesToBeBetween(
             column="n_options", min_value=N_OPTIONS, max_value=N_OPTIONS,
-            row_condition='form == "classification"', condition_parser="pandas"), "qa_id"),
+            row_condition=(C("form") == "classification")), "qa_id"),
         Check("classification_options_distinct", "options", E.ExpectColumnValuesToBeBetween(
             column="n_distinct_options", min_value=N_OPTIONS, max_value=N_OPTIONS,
-            row_condition='form == "classification"', condition_parser="pandas"), "qa_id"),
+            row_condition=(C("form") == "classification")), "qa_id"),
         Check("classification_answer_in_options", "options", E.ExpectColumnValuesToBeInSet(
             column="answer_in_options", value_set=[True],
-            row_condition='form == "classification"', condition_parser="pandas"), "qa_id"),
+            row_condition=(C("form") == "classification")), "qa_id"),
         Check("open_forms_have_no_options", "options", E.ExpectColumnValuesToBeBetween(
             column="n_options", min_value=0, max_value=0,
-            row_condition='form != "classification"', condition_parser="pandas"), "qa_id"),
+            row_condition=(C("form") != "classification")), "qa_id"),
         Check("images_readable", "images", E.ExpectColumnValuesToBeInSet(column="readable_png", value_set=[True]), "image"),
         Check("qa_image_shows_its_view", "qa", E.ExpectColumnPairValuesToBeEqual(
-            column_A="image", column_B="expected_image", row_condition='view != "text"',
-            condition_parser="pandas"), "qa_id"),
+            column_A="image", column_B="expected_image", row_condition=(C("view") != "text")), "qa_id"),
         Check("vqa_masked_field_hidden", "masks", E.ExpectColumnValuesToBeBetween(
             column="hidden_fraction", min_value=HIDDEN_MIN, max_value=1.0), "image"),
         Check("vqa_masked_cue_intact", "masks", E.ExpectColumnValuesToBeInSet(column="cue_intact", value_set=[True]), "image"),
@@ -233,12 +234,12 @@ def build_checks(params: dict, profiles: pd.DataFrame, qa: pd.DataFrame, data_di
     for d in DOMAINS:
         for f in FIELDS[d]:
             checks.append(Check(f"{d}_{f}_not_null", "profiles", E.ExpectColumnValuesToNotBeNull(
-                column=f, row_condition=f'domain == "{d}"', condition_parser="pandas"), pc))
+                column=f, row_condition=(C("domain") == d)), pc))
     for col in ("qa_id", "profile_id", "domain", "field", "view", "form", "question", "answer", "pair_id", "split", "task"):
         checks.append(Check(f"qa_{col}_not_null", "qa", E.ExpectColumnValuesToNotBeNull(column=col), "qa_id"))
     for col in static:
         checks.append(Check(f"{col}_excludes_holdout", "profiles", E.ExpectColumnValuesToBeInSet(
-            column=col, value_set=[False], row_condition='split == "holdout"', condition_parser="pandas"), pc))
+            column=col, value_set=[False], row_condition=(C("split") == "holdout")), pc))
     return tables, [c for c in checks if c is not None]
 
 

@@ -1,0 +1,89 @@
+"""Params validation: one-line error naming key and value, exit 2, nothing written."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from mmunlearn.params import ParamError, data_scale, load, read_yaml, validate
+from tests.conftest import ROOT, run, set_param
+
+
+def test_repo_params_are_valid_and_cover_the_contract(base_params):
+    validate(base_params)
+    for key in ("seed", "seeds", "scale", "model", "method", "methods",
+                "data", "finetune", "oracle", "unlearn", "metrics", "analysis"):
+        assert key in base_params
+    assert base_params["scale"] == "small"
+    assert set(base_params["methods"]) == {"ga", "ga_diff", "kl", "po", "npo", "npo_diff", "manu",
+                                           "mmunlearner", "random_labels", "finetune_retain", "salun"}
+    for m in base_params["methods"]:
+        assert isinstance(base_params["unlearn"][m], dict)
+
+
+def test_yaml_12_reads_exponent_floats(tmp_path):
+    (tmp_path / "p.yaml").write_text("lr: 1e-5\nflag: no\n")
+    data = read_yaml(tmp_path / "p.yaml")
+    assert data["lr"] == pytest.approx(1e-5) and isinstance(data["lr"], float)
+    assert data["flag"] == "no"
+
+
+def test_full_scale_preset_is_icu_bench(base_params):
+    p = copy.deepcopy(base_params)
+    p["scale"] = "full"
+    sc = data_scale(p)
+    assert sc["profiles"] == 1000 and sc["forget_tasks"] == 100
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("methods", ["ga", "bogus"], "methods='bogus'"),
+    ("method", "bogus", "method='bogus'"),
+    ("scale", "huge", "scale='huge'"),
+    ("data.fiu_ratios", [0.01, 1.5], "data.fiu_ratios[1]=1.5"),
+    ("data.umu_ratios", [0.0], "data.umu_ratios[0]=0.0"),
+    ("data.scales.smoke.forget_tasks", 50, "data.scales.smoke.forget_tasks=50"),
+    ("seed", 1.5, "seed=1.5"),
+    ("seed", "zero", "seed='zero'"),
+    ("seeds", [0, "a"], "seeds[1]='a'"),
+    ("analysis.ties", "random", "analysis.ties='random'"),
+])
+def test_bad_value_is_named(base_params, key, value, needle):
+    p = copy.deepcopy(base_params)
+    node = p
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    with pytest.raises(ParamError) as err:
+        validate(p)
+    msg = str(err.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_missing_top_level_key(base_params):
+    p = copy.deepcopy(base_params)
+    del p["analysis"]
+    with pytest.raises(ParamError, match="analysis"):
+        validate(p)
+
+
+@pytest.mark.parametrize("stage", ["assemble", "validate"])
+def test_stage_rejects_bad_params_before_writing(repo, stage):
+    set_param(repo, "methods", ["ga", "not_a_method"])
+    proc = run(["python", "-m", f"stages.{stage}"], repo, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not_a_method" in lines[0] and "methods" in lines[0]
+    assert not (repo / "data").exists() and not (repo / "outputs").exists()
+
+
+def test_too_many_forget_profiles_fails_the_stage(repo):
+    set_param(repo, "data.scales.smoke.profiles_per_task", 30)
+    proc = run(["python", "-m", "stages.assemble"], repo, check=False)
+    assert proc.returncode == 2
+    assert "data.scales.smoke.forget_tasks=3" in proc.stderr and "no retain profile" in proc.stderr
+    assert not (repo / "data").exists()
+
+
+def test_load_reads_repository_params():
+    assert load(ROOT / "params.yaml")["model"] == "tiny-llava"
