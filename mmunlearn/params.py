@@ -9,18 +9,20 @@ import numbers
 from pathlib import Path
 from typing import Any
 
+from mmunlearn.errors import UserError
+
 SCALES = ("smoke", "small", "full")
 METHODS = (
     "ga", "ga_diff", "kl", "po", "npo", "npo_diff", "manu", "mmunlearner",
     "random_labels", "finetune_retain", "salun",
 )
 TOP_LEVEL = ("seed", "seeds", "scale", "model", "method", "methods",
-             "data", "finetune", "oracle", "unlearn", "metrics", "analysis")
+             "data", "base", "finetune", "oracle", "unlearn", "metrics", "analysis")
 DATA_SOURCES = ("generated",)
 TIES = ("ordinal", "average")
 
 
-class ParamError(ValueError):
+class ParamError(UserError, ValueError):
     """A params.yaml value that no stage can run with."""
 
     def __init__(self, key: str, value: Any, why: str):
@@ -111,6 +113,7 @@ def validate(params: Any) -> None:
     if params["method"] not in methods:
         raise ParamError("method", params["method"], "must be one of `methods`")
     _validate_data(params)
+    _validate_training(params)
     for m in METHODS:
         block = _get(params, f"unlearn.{m}")
         if not isinstance(block, dict):
@@ -169,3 +172,56 @@ def _validate_data(params: dict) -> None:
             _ratio(f"{key}[{i}]", r)
         if len(set(ratios)) != len(ratios):
             raise ParamError(key, ratios, "must not repeat")
+
+
+def _per_scale(key: str, value: Any, check) -> None:
+    if isinstance(value, dict):
+        for scale in SCALES:
+            if scale not in value:
+                raise ParamError(f"{key}.{scale}", None, "missing")
+            check(f"{key}.{scale}", value[scale])
+    else:
+        check(key, value)
+
+
+def _positive(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ParamError(key, value, "must be a positive number")
+    return float(value)
+
+
+def _validate_training(params: dict) -> None:
+    _per_scale("base.public_profiles_per_domain", _get(params, "base.public_profiles_per_domain"),
+               lambda k, v: _int(k, v, lo=4))
+    for section in ("base", "finetune"):
+        _per_scale(f"{section}.epochs", _get(params, f"{section}.epochs"), _positive)
+        _positive(f"{section}.lr", _get(params, f"{section}.lr"))
+        _int(f"{section}.batch_size", _get(params, f"{section}.batch_size"), lo=1)
+    lora = _get(params, "finetune.lora")
+    _int("finetune.lora.r", _get(params, "finetune.lora.r"), lo=1)
+    _positive("finetune.lora.alpha", lora.get("alpha"))
+    dropout = _get(params, "finetune.lora.dropout")
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        raise ParamError("finetune.lora.dropout", dropout, "must be in [0, 1)")
+    targets = _get(params, "finetune.lora.target_modules")
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+        raise ParamError("finetune.lora.target_modules", targets, "must be a non-empty list of module names")
+    for bench in ("fiu", "umu"):
+        key = f"oracle.{bench}_ratios"
+        ratios = _get(params, key)
+        if not isinstance(ratios, list):
+            raise ParamError(key, ratios, "must be a list")
+        for i, r in enumerate(ratios):
+            if r not in _get(params, f"data.{bench}_ratios"):
+                raise ParamError(f"{key}[{i}]", r, f"not one of data.{bench}_ratios")
+    stages = _get(params, "oracle.stages")
+    if not isinstance(stages, list):
+        raise ParamError("oracle.stages", stages, "must be a list of task numbers or 'last'")
+    n_tasks = data_scale(params)["forget_tasks"]
+    for i, st in enumerate(stages):
+        if st != "last":
+            _int(f"oracle.stages[{i}]", st, lo=1)
+            if st > n_tasks:
+                raise ParamError(f"oracle.stages[{i}]", st, f"only {n_tasks} forget tasks at scale {params['scale']}")
+    _int("oracle.workers", _get(params, "oracle.workers"), lo=0)
+    _int("metrics.batch_size", _get(params, "metrics.batch_size"), lo=1)

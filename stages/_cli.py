@@ -4,17 +4,14 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from mmunlearn.params import ParamError, load
-
-
-class StageError(RuntimeError):
-    """A failure a user must act on, reported as one line."""
+from mmunlearn.errors import UserError
+from mmunlearn.params import load
 
 
 def main(run: Callable[[dict], object], params_path: str = "params.yaml") -> None:
     try:
         params = load(params_path)
         run(params)
-    except (ParamError, StageError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -95,3 +95,12 @@ def smoke_dataset(tmp_path_factory, base_params) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("smoke")
     assemble(p, root=root, progress=False)
     return root, p
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(tmp_path_factory) -> Path:
+    """One smoke-scale repository with the model stages run once (`dvc repro oracle finetune`);
+    read-only for tests: copy it before changing anything."""
+    repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    run(["dvc", "repro", "finetune", "oracle"], repo)
+    return repo

@@ -13,10 +13,10 @@ from tests.conftest import run
 def test_repro_then_noop(repo):
     stages = run(["dvc", "stage", "list"], repo).stdout
     assert "assemble" in stages and "validate" in stages
-    run(["dvc", "repro"], repo)
+    run(["dvc", "repro", "validate"], repo)
     stats = json.loads((repo / "outputs" / "dataset_stats.json").read_text())
     assert stats["profiles"] == 40
-    out = run(["dvc", "repro"], repo).stdout
+    out = run(["dvc", "repro", "validate"], repo).stdout
     assert "didn't change" in out and "Running stage" not in out
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     assert find(metrics, "outputs/dataset_stats.json")["data"]["qa"] == 40 * 16
@@ -35,9 +35,9 @@ def find(tree, key):
 
 
 def test_exp_run_changes_only_what_params_touch(repo):
-    run(["dvc", "repro"], repo)
+    run(["dvc", "repro", "validate"], repo)
     run("git add -A && git commit -qm data", repo)
-    proc = run(["dvc", "exp", "run", "-S", "data.scales.smoke.holdout=6"], repo)
+    proc = run(["dvc", "exp", "run", "-S", "data.scales.smoke.holdout=6", "validate"], repo)
     assert "Running stage 'assemble'" in proc.stdout
     profiles = pd.read_parquet(repo / "data" / "profiles.parquet")
     assert (profiles.split == "holdout").sum() == 6

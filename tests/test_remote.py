@@ -42,34 +42,46 @@ def s3_server():
     server.stop()
 
 
+OUTS = ("data/images", "data/profiles.parquet", "data/qa.parquet", "models/base", "models/finetuned", "models/oracle")
+
+
+@pytest.fixture
+def pipeline_copy(smoke_pipeline, tmp_path) -> Path:
+    """A writable copy of the smoke pipeline repository, with its DVC cache."""
+    dest = tmp_path / "repo"
+    shutil.copytree(smoke_pipeline, dest, symlinks=True)
+    return dest
+
+
 def snapshot(repo: Path) -> dict[str, str]:
     out = {}
-    for top in ("data", "outputs"):
+    for top in ("data", "models", "outputs"):
         for p in sorted((repo / top).rglob("*")):
             if p.is_file():
                 out[str(p.relative_to(repo))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
 
-def test_push_wipe_pull_restores_every_file(repo, s3_server):
+def test_push_wipe_pull_restores_every_file(pipeline_copy, s3_server):
+    repo = pipeline_copy
     env = s3_env(s3_server)
-    run(["dvc", "repro", "-q"], repo)
     before = snapshot(repo)
     assert len([k for k in before if k.startswith("data/images/")]) > 100
+    assert any(k.startswith("models/finetuned/") for k in before)
     proc = run(["dvc", "push"], repo, **env)
     assert "pushed" in proc.stdout
     shutil.rmtree(repo / ".dvc" / "cache")
-    for out in ("data/images", "data/profiles.parquet", "data/qa.parquet"):
+    for out in OUTS:
         p = repo / out
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     run(["dvc", "pull"], repo, **env)
     assert snapshot(repo) == before
-    assert "didn't change" in run(["dvc", "repro"], repo).stdout
+    assert "up to date" in run(["dvc", "status"], repo).stdout
 
 
-def test_unreachable_remote_fails_clearly_and_touches_nothing(repo):
+def test_unreachable_remote_fails_clearly_and_touches_nothing(pipeline_copy):
+    repo = pipeline_copy
     env = s3_env(free_port())  # nothing listens there
-    run(["dvc", "repro", "-q"], repo)
     before = snapshot(repo)
     cache_before = sorted(p.name for p in (repo / ".dvc" / "cache").rglob("*"))
     proc = run(["dvc", "push"], repo, check=False, **env)

@@ -135,7 +135,7 @@ def test_counts_must_equal_params(smoke_dataset):
 
 def test_stage_fails_naming_expectation_and_blocks_pipeline(tmp_path):
     repo = make_repo(tmp_path / "repo")
-    run(["dvc", "repro", "-q"], repo)
+    run(["dvc", "repro", "-q", "validate"], repo)
     report = json.loads((repo / "outputs" / "validation.json").read_text())
     assert report["success"] and not report["failed"]
     qa = pd.read_parquet(repo / "data" / "qa.parquet")

@@ -90,12 +90,13 @@ def _labor(rng: np.random.Generator, name: str) -> dict:
 
 
 def generate_profiles(per_domain: int, seed: int, prefix: str = "p",
-                      exclude_names: frozenset[str] = frozenset()) -> pd.DataFrame:
+                      exclude_names: frozenset[str] = frozenset(),
+                      exclude_cues: frozenset[int] = frozenset()) -> pd.DataFrame:
     """`per_domain` profiles of each domain; names are unique across the whole set.
 
     Columns: profile_id, domain, cue (identicon code), then every field of both domains (a field
     that a domain lacks is null). `prefix` and `exclude_names` let other stages draw disjoint
-    *public* profiles from the same pools.
+    *public* profiles from the same pools, with names and identity cues no private profile has.
     """
     rng = np.random.default_rng([seed, 0x1CB])
     n = 2 * per_domain
@@ -103,7 +104,7 @@ def generate_profiles(per_domain: int, seed: int, prefix: str = "p",
     if n > len(all_names):
         raise ValueError(f"profiles: {n} requested but only {len(all_names)} distinct names exist")
     names = [all_names[i] for i in rng.choice(len(all_names), size=n, replace=False)]
-    cues = _identicon_codes(rng, n)
+    cues = _identicon_codes(rng, n, exclude_cues)
     columns = ["profile_id", "domain", "cue"] + list(dict.fromkeys(FIELDS["medical"] + FIELDS["labor"]))
     rows = []
     for i in range(n):
@@ -113,10 +114,10 @@ def generate_profiles(per_domain: int, seed: int, prefix: str = "p",
     return pd.DataFrame(rows, columns=columns)
 
 
-def _identicon_codes(rng: np.random.Generator, n: int) -> list[int]:
+def _identicon_codes(rng: np.random.Generator, n: int, exclude: frozenset[int] = frozenset()) -> list[int]:
     """Distinct 19-bit identicon codes: 15 bits of a mirrored 5x5 pattern and 4 bits of hue."""
     codes: list[int] = []
-    seen: set[int] = set()
+    seen: set[int] = set(exclude)
     while len(codes) < n:
         c = int(rng.integers(0, 1 << 19))
         pattern = c & 0x7FFF

@@ -1,0 +1,1 @@
+"""Models: the embedded tiny VLM, offline checkpoint resolution, encoding, training, evaluation."""

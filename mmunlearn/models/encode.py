@@ -1,0 +1,137 @@
+"""QA rows -> model inputs: chat-templated prompts, answer labels, per-image processor outputs.
+
+Works through the processor of any checkpoint: image tensors are kept per image as the processor
+returns them (LLaVA: stacked pixels; Qwen2-VL: flattened patches + image_grid_thw) and are
+concatenated along dim 0 at collate time, so no model-specific layout is assumed.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+
+IGNORE = -100
+LETTERS = "ABCD"
+
+
+def user_text(row: dict) -> str:
+    """The question, with lettered options for classification."""
+    options = list(row.get("options") if row.get("options") is not None else [])
+    if row["form"] == "classification" and options:
+        return row["question"] + "\n" + " ".join(f"{LETTERS[i]}) {o}" for i, o in enumerate(options))
+    return row["question"]
+
+
+def prompt(processor, row: dict) -> str:
+    has_image = isinstance(row.get("image"), str) and row["image"]
+    content = ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": user_text(row)}]
+    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                         tokenize=False)
+
+
+@dataclass
+class Encoded:
+    """Token ids per sequence (prompt + answer + EOS), prompt lengths, and image references."""
+
+    input_ids: list[list[int]] = field(default_factory=list)
+    prompt_len: list[int] = field(default_factory=list)
+    image: list[str | None] = field(default_factory=list)
+    pixels: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def file_images(data_dir: str | Path) -> Callable[[str], Image.Image]:
+    root = Path(data_dir)
+
+    def load(name: str) -> Image.Image:
+        with Image.open(root / name) as im:
+            return im.convert("RGB")
+    return load
+
+
+def _split_images(feats: dict, n: int) -> list[dict[str, torch.Tensor]]:
+    """Per-image slices of a batched processor output (stacked pixels, or flattened patches
+    with `image_grid_thw` as in Qwen2-VL)."""
+    extra = {k: v for k, v in feats.items() if k not in ("input_ids", "attention_mask")}
+    if "image_grid_thw" in extra:
+        sizes = extra["image_grid_thw"].prod(-1).tolist()
+        pix = torch.split(extra["pixel_values"], sizes, dim=0)
+        return [{"pixel_values": pix[i], "image_grid_thw": extra["image_grid_thw"][i:i + 1]} for i in range(n)]
+    return [{k: v[i:i + 1] for k, v in extra.items()} for i in range(n)]
+
+
+def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image],
+           answers: Sequence[str] | None = None, chunk: int = 32) -> Encoded:
+    """Encode rows; `answers` overrides the target text (e.g. one row per classification option,
+    or refusals for PO). Prompts go through the processor in batches; each distinct
+    (image, prompt) pair is processed once."""
+    tok = processor.tokenizer
+    out = Encoded()
+    texts = [prompt(processor, row) for row in rows]
+    refs = [row.get("image") if isinstance(row.get("image"), str) and row.get("image") else None for row in rows]
+    keys = [f"{img}\0{text}" for img, text in zip(refs, texts)]
+    ids_by_key: dict[str, list[int]] = {}
+    todo = list(dict.fromkeys(k for k in keys))
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}
+    plain = [k for k in todo if refs[first[k]] is None]
+    if plain:
+        enc_plain = tok([texts[first[k]] for k in plain], add_special_tokens=False)["input_ids"]
+        ids_by_key.update(zip(plain, enc_plain))
+    visual = [k for k in todo if refs[first[k]] is not None]
+
+    def process(part: list[str]):
+        names = [refs[first[k]] for k in part]
+        feats = processor(text=[texts[first[k]] for k in part], images=[images(n) for n in names],
+                          return_tensors="pt", padding=True)
+        return part, names, feats
+
+    # PIL decoding and resizing release the GIL: two chunks in flight use both cores
+    with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
+        for part, names, feats in pool.map(process, [visual[s:s + chunk] for s in range(0, len(visual), chunk)]):
+            mask = feats["attention_mask"].bool()
+            for j, k in enumerate(part):
+                ids_by_key[k] = feats["input_ids"][j][mask[j]].tolist()
+            for name, pix in zip(names, _split_images(feats, len(part))):
+                out.pixels.setdefault(name, pix)
+    targets = [" " + str(answers[i] if answers is not None else row["answer"]) for i, row in enumerate(rows)]
+    target_ids = tok(targets, add_special_tokens=False)["input_ids"]
+    for key, img, tgt in zip(keys, refs, target_ids):
+        ids = ids_by_key[key]
+        out.input_ids.append(ids + tgt + [tok.eos_token_id])
+        out.prompt_len.append(len(ids))
+        out.image.append(img)
+    return out
+
+
+def collate(enc: Encoded, idx: Sequence[int], pad_id: int, side: str = "left",
+            with_answer: bool = True) -> dict[str, torch.Tensor]:
+    """Padded batch of sequences `idx`; labels are -100 outside the answer. Left padding (the
+    default) puts every answer at the end, which scoring relies on. With `with_answer=False` only
+    prompts are batched (for generation)."""
+    seqs = [enc.input_ids[i] if with_answer else enc.input_ids[i][: enc.prompt_len[i]] for i in idx]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+    for r, (i, s) in enumerate(zip(idx, seqs)):
+        off = width - len(s) if side == "left" else 0
+        ids[r, off:off + len(s)] = torch.tensor(s)
+        mask[r, off:off + len(s)] = 1
+        if with_answer:
+            labels[r, off + enc.prompt_len[i]: off + len(s)] = torch.tensor(s[enc.prompt_len[i]:])
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if with_answer:
+        batch["labels"] = labels
+    imgs = [enc.image[i] for i in idx if enc.image[i] is not None]
+    if imgs:
+        keys = enc.pixels[imgs[0]].keys()
+        for k in keys:
+            batch[k] = torch.cat([enc.pixels[name][k] for name in imgs], dim=0)
+    return batch

@@ -1,0 +1,145 @@
+"""Stages `finetune` and `oracle`: LoRA (peft) on private profiles with the HF Trainer.
+
+`finetune` trains on forget + retain profiles (never holdout); an oracle uses the same recipe on
+the profiles that remain after a forget set is removed: one per static split and per continual
+checkpoint listed in `oracle`. Oracles train in parallel single-threaded processes.
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import pandas as pd
+
+from mmunlearn.data.splits import static_split_name
+from mmunlearn.io import atomic_dir, write_json
+from mmunlearn.models.train import TrainConfig, by_scale
+
+VIEWS_REPORTED = ("text", "vqa_masked", "vqa_full")
+
+
+def add_lora(model, params: dict):
+    from peft import LoraConfig, get_peft_model
+
+    lc = params["finetune"]["lora"]
+    return get_peft_model(model, LoraConfig(r=int(lc["r"]), lora_alpha=float(lc["alpha"]),
+                                            lora_dropout=float(lc["dropout"]),
+                                            target_modules=list(lc["target_modules"])))
+
+
+def train_lora(params: dict, base_dir: Path, rows: list[dict], data_dir: Path, progress: bool):
+    """(peft model, processor, encoded rows, seconds) after LoRA training on `rows`."""
+    from mmunlearn.models.encode import encode, file_images
+    from mmunlearn.models.train import train
+    from mmunlearn.models.vlm import base_source, load_vlm
+
+    model, processor = load_vlm(base_source(base_dir))
+    model = add_lora(model, params)
+    enc = encode(processor, rows, file_images(data_dir))
+    cfg = params["finetune"]
+    t0 = time.perf_counter()
+    train(model, enc, processor.tokenizer.pad_token_id,
+          TrainConfig(epochs=by_scale(cfg["epochs"], params), lr=float(cfg["lr"]),
+                      batch_size=int(cfg["batch_size"]), seed=int(params["seed"])), progress=progress)
+    return model, processor, enc, time.perf_counter() - t0
+
+
+def accuracy_table(model, processor, qa: pd.DataFrame, data_dir: Path, groups: dict[str, pd.Series],
+                   batch_size: int) -> dict[str, float]:
+    """`{group}_acc` and `{group}_{view}_acc` for each boolean row mask in `groups`."""
+    from mmunlearn.models.engine import evaluate
+    from mmunlearn.models.encode import file_images
+
+    sel = pd.concat(list(groups.values()), axis=1).any(axis=1)
+    sub = qa[sel]
+    ev = evaluate(model, processor, sub.to_dict("records"), file_images(data_dir), batch_size).frame
+    ev.index = sub.index
+    out = {}
+    for name, m in groups.items():
+        rows = ev[m[sel]]
+        out[f"{name}_acc"] = round(float(rows.correct.mean()), 4) if len(rows) else None
+        for view in VIEWS_REPORTED:
+            v = rows[rows.view == view]
+            out[f"{name}_{view}_acc"] = round(float(v.correct.mean()), 4) if len(v) else None
+    return out
+
+
+def finetune(params: dict, base_dir="models/base", data_dir="data", out_dir="models/finetuned",
+             metrics_path="outputs/finetune/metrics.json", progress: bool = True) -> dict:
+    data_dir = Path(data_dir)
+    qa = pd.read_parquet(data_dir / "qa.parquet")
+    trained = qa.split != "holdout"
+    model, processor, _, seconds = train_lora(params, Path(base_dir), qa[trained].to_dict("records"),
+                                              data_dir, progress)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+    model = model.merge_and_unload()
+    groups = {"trained": trained, "forget": qa.split == "forget", "retain": qa.split == "retain",
+              "holdout": qa.split == "holdout"}
+    metrics = accuracy_table(model, processor, qa, data_dir, groups, int(params["metrics"]["batch_size"]))
+    metrics.update({"train_rows": int(trained.sum()), "train_seconds": round(seconds, 1)})
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def oracle_jobs(params: dict, profiles: pd.DataFrame) -> list[dict]:
+    """One job per static split in `oracle.fiu_ratios`/`oracle.umu_ratios` and per continual
+    checkpoint in `oracle.stages` (`last` = the final task): the profiles it keeps and forgets."""
+    trained = profiles[profiles.split != "holdout"]
+    jobs = []
+    for bench in ("fiu", "umu"):
+        for r in params["oracle"][f"{bench}_ratios"]:
+            col = static_split_name(bench, r)
+            jobs.append({"name": col, "forget": sorted(trained.profile_id[trained[col]]),
+                         "keep": sorted(trained.profile_id[~trained[col]])})
+    n_tasks = int(profiles.task.max())
+    for stage in params["oracle"]["stages"]:
+        t = n_tasks if stage == "last" else int(stage)
+        gone = (trained.split == "forget") & (trained.task <= t)
+        jobs.append({"name": f"icu_task{t:03d}", "forget": sorted(trained.profile_id[gone]),
+                     "keep": sorted(trained.profile_id[~gone])})
+    return jobs
+
+
+def _oracle_worker(args: tuple) -> dict:
+    params, job, base_dir, data_dir, out_root, threads = args
+    import torch
+
+    torch.set_num_threads(threads)
+    qa = pd.read_parquet(Path(data_dir) / "qa.parquet")
+    keep = qa.profile_id.isin(job["keep"])
+    model, processor, _, seconds = train_lora(params, Path(base_dir), qa[keep].to_dict("records"),
+                                              Path(data_dir), progress=False)
+    with atomic_dir(Path(out_root) / job["name"]) as tmp:
+        model.save_pretrained(tmp)
+    model = model.merge_and_unload()
+    groups = {"forget": qa.profile_id.isin(job["forget"]), "kept": keep}
+    metrics = accuracy_table(model, processor, qa, Path(data_dir), groups, int(params["metrics"]["batch_size"]))
+    metrics.update({"forget_profiles": len(job["forget"]), "kept_profiles": len(job["keep"]),
+                    "train_seconds": round(seconds, 1)})
+    return metrics
+
+
+def train_oracles(params: dict, base_dir="models/base", data_dir="data", out_root="models/oracle",
+                  metrics_path="outputs/oracle/metrics.json") -> dict:
+    profiles = pd.read_parquet(Path(data_dir) / "profiles.parquet")
+    jobs = oracle_jobs(params, profiles)
+    cores = os.cpu_count() or 1
+    workers = int(params["oracle"]["workers"]) or min(cores, len(jobs))
+    threads = max(1, cores // workers)
+    tasks = [(params, job, str(base_dir), str(data_dir), str(out_root), threads) for job in jobs]
+    Path(out_root).mkdir(parents=True, exist_ok=True)
+    if workers == 1:
+        results = list(map(_oracle_worker, tasks))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            results = list(pool.map(_oracle_worker, tasks))
+    metrics = {job["name"]: res for job, res in zip(jobs, results)}
+    for job, res in zip(jobs, results):
+        print(f"oracle {job['name']}: forget acc {res['forget_acc']} kept acc {res['kept_acc']} "
+              f"({res['train_seconds']} s)")
+    write_json(metrics_path, metrics)
+    return metrics

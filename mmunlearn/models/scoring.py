@@ -1,0 +1,45 @@
+"""Answer-token log-probabilities from one forward pass (left-padded batches).
+
+With left padding every answer ends at the last position, so only the last K logits are needed
+(`logits_to_keep`): the LM head runs over answer positions only.
+"""
+from __future__ import annotations
+
+import torch
+
+from mmunlearn.models.encode import IGNORE
+
+MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "image_sizes")
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k in MODEL_KEYS}
+
+
+def forward_answers(model, batch: dict, **kwargs):
+    """(outputs, logits [B, K-1, V] predicting the answer slots, targets [B, K-1], mask [B, K-1])."""
+    labels = batch["labels"]
+    k = int((labels != IGNORE).sum(1).max()) + 1
+    out = model(**model_inputs(batch), logits_to_keep=k, **kwargs)
+    logits = out.logits[:, :-1].float()
+    targets = labels[:, -(k - 1):]
+    mask = targets != IGNORE
+    return out, logits, targets.clamp(min=0), mask
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log p(target) per answer slot, 0 where masked."""
+    lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return lp * mask
+
+
+def answer_nll(model, batch: dict) -> torch.Tensor:
+    """Mean token cross-entropy over all answer tokens of the batch (the NLL of SPEC section 6)."""
+    _, logits, targets, mask = forward_answers(model, batch)
+    return -token_logprobs(logits, targets, mask).sum() / mask.sum().clamp(min=1)
+
+
+def sequence_logprob(model, batch: dict) -> torch.Tensor:
+    """Per-sequence summed answer log-probability [B] (NPO's log pi(y|x))."""
+    _, logits, targets, mask = forward_answers(model, batch)
+    return token_logprobs(logits, targets, mask).sum(-1)

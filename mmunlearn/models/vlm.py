@@ -1,0 +1,68 @@
+"""Checkpoints: resolve offline, load through the Auto* classes, save atomically.
+
+The embedded tiny presets are built by the `base` stage; any other `model` value is a local
+directory or a Hugging Face id that must already be in the local cache (HF_HUB_OFFLINE=1).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from mmunlearn.errors import UserError
+
+TINY_PRESETS = ("tiny-llava",)
+RECORD = "checkpoint.json"
+
+
+class CheckpointNotFound(UserError):
+    pass
+
+
+def resolve_checkpoint(model: str) -> Path:
+    """Local directory of a real checkpoint, without touching the network."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CheckpointNotFound(f"model={model!r}: directory has no config.json")
+        return path.resolve()
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception as err:  # huggingface_hub raises several types for a missing snapshot
+        raise CheckpointNotFound(
+            f"model={model!r}: not a local directory and not in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}); download it first (`hf download {model}`) or set `model` "
+            f"to a local checkpoint directory [{type(err).__name__}]") from None
+
+
+def base_source(base_dir: str | Path) -> Path:
+    """Where the base model's weights live: the directory itself (tiny presets, saved there) or
+    the recorded real checkpoint."""
+    base_dir = Path(base_dir)
+    if (base_dir / "config.json").is_file():
+        return base_dir
+    record = base_dir / RECORD
+    if not record.is_file():
+        raise CheckpointNotFound(f"{base_dir}: no model (run the `base` stage first)")
+    return resolve_checkpoint(json.loads(record.read_text())["path"])
+
+
+def load_vlm(path: str | Path, adapter: str | Path | None = None, merge: bool = False):
+    """(model, processor) via AutoModelForImageTextToText / AutoProcessor; optional peft adapter,
+    merged into the weights when `merge` (inference: no LoRA overhead per forward)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(path)
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+        if merge:
+            model = model.merge_and_unload()
+    model.eval()
+    return model, processor

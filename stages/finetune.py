@@ -1,0 +1,14 @@
+"""Stage finetune: LoRA on forget + retain profiles -> models/finetuned, memorisation metrics."""
+from mmunlearn.models.finetune import finetune
+from stages._cli import main
+
+
+def run(params: dict) -> None:
+    m = finetune(params)
+    print(f"finetune: trained text {m['trained_text_acc']} vqa_masked {m['trained_vqa_masked_acc']} | "
+          f"holdout text {m['holdout_text_acc']} vqa_masked {m['holdout_vqa_masked_acc']} "
+          f"({m['train_seconds']} s)")
+
+
+if __name__ == "__main__":
+    main(run)

@@ -1,0 +1,147 @@
+"""Tiny VLM: Auto* round trip, LoRA isolation, batched == per-sample, offline checkpoint errors."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mmunlearn.models.base import chat_corpus
+from mmunlearn.models.encode import collate, encode, file_images
+from mmunlearn.models.engine import evaluate, generate, generate_per_sample
+from mmunlearn.models.finetune import add_lora
+from mmunlearn.models.scoring import answer_nll, sequence_logprob
+from mmunlearn.models.tiny import build_tiny_llava
+from mmunlearn.models.train import TrainConfig, train
+from mmunlearn.models.vlm import CheckpointNotFound, load_vlm, resolve_checkpoint
+from tests.conftest import run, set_param
+
+
+@pytest.fixture(scope="module")
+def rows(smoke_dataset):
+    root, _ = smoke_dataset
+    qa = pd.read_parquet(root / "data" / "qa.parquet")
+    # both modalities and every form, small
+    return pd.concat([qa[qa.view == v].head(12) for v in ("text", "vqa_masked", "vqa_full")]).to_dict("records")
+
+
+@pytest.fixture(scope="module")
+def images(smoke_dataset):
+    return file_images(smoke_dataset[0] / "data")
+
+
+@pytest.fixture(scope="module")
+def tiny(rows):
+    torch.manual_seed(0)
+    return build_tiny_llava(chat_corpus(rows), seed=0)
+
+
+def test_save_load_round_trip_through_auto_classes(tiny, rows, images, tmp_path):
+    model, processor = tiny
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    model2, processor2 = load_vlm(tmp_path)
+    assert type(model2).__name__ == "LlavaForConditionalGeneration"
+    enc1, enc2 = encode(processor, rows, images), encode(processor2, rows, images)
+    assert enc1.input_ids == enc2.input_ids
+    b1 = collate(enc1, list(range(len(rows))), processor.tokenizer.pad_token_id)
+    b2 = collate(enc2, list(range(len(rows))), processor2.tokenizer.pad_token_id)
+    assert torch.equal(b1["pixel_values"], b2["pixel_values"])
+    with torch.no_grad():
+        l1 = model.eval()(**{k: v for k, v in b1.items() if k != "labels"}).logits
+        l2 = model2(**{k: v for k, v in b2.items() if k != "labels"}).logits
+    assert torch.equal(l1, l2)
+
+
+def test_image_token_is_atomic_and_expanded(tiny, rows, images):
+    model, processor = tiny
+    tok = processor.tokenizer
+    image_id = tok.convert_tokens_to_ids("<image>")
+    assert model.config.image_token_index == image_id
+    assert tok("<image><image>", add_special_tokens=False)["input_ids"] == [image_id, image_id]
+    enc = encode(processor, rows, images)
+    for ids, img in zip(enc.input_ids, enc.image):
+        assert ids.count(image_id) == (16 if img else 0)
+
+
+def test_lora_trains_adapter_only(tiny, rows, images):
+    model, processor = tiny
+    peft_model = add_lora(copy.deepcopy(model), {"finetune": {"lora": {
+        "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "up_proj"]}}})
+    before = {k: v.detach().clone() for k, v in peft_model.named_parameters()}
+    enc = encode(processor, rows, images)
+    train(peft_model, enc, processor.tokenizer.pad_token_id,
+          TrainConfig(epochs=2, lr=1e-2, batch_size=8, seed=0), progress=False)
+    changed = {k for k, v in peft_model.named_parameters() if not torch.equal(v, before[k])}
+    assert changed and all("lora_" in k for k in changed)
+    assert any("lora_B" in k for k in changed)
+    frozen = [k for k in before if "lora_" not in k]
+    assert frozen and all(torch.equal(dict(peft_model.named_parameters())[k], before[k]) for k in frozen)
+
+
+def test_answer_losses_agree_with_hf_loss(tiny, rows, images):
+    model, processor = tiny
+    enc = encode(processor, rows, images)
+    batch = collate(enc, list(range(8)), processor.tokenizer.pad_token_id)
+    with torch.no_grad():
+        hf = model.eval()(**batch).loss
+        ours = answer_nll(model, batch)
+        per_seq = sequence_logprob(model, batch)
+    assert torch.allclose(hf, ours, atol=1e-5)
+    n_tokens = (batch["labels"] != -100).sum()
+    assert torch.allclose(-per_seq.sum() / n_tokens, ours, atol=1e-5)
+
+
+def test_batched_engine_equals_per_sample(tiny, rows, images):
+    model, processor = tiny
+    enc = encode(processor, rows, images)
+    ev = evaluate(model, processor, rows, images, batch_size=7, enc=enc, keep_dist=True)
+    loop = generate_per_sample(model, processor, rows, images, max_new_tokens=8)
+    assert generate(model, processor, enc, batch_size=5, max_new_tokens=8) == loop
+    # teacher-forced exact match <=> greedy generation reproduces the answer
+    open_forms = [i for i, r in enumerate(rows) if r["form"] != "classification"]
+    assert [bool(ev.frame.tf_exact[i]) for i in open_forms] == [loop[i] == str(rows[i]["answer"]) for i in open_forms]
+    # scores do not depend on batch composition
+    ev1 = evaluate(model, processor, rows, images, batch_size=1, enc=enc, keep_dist=True)
+    np.testing.assert_allclose(ev.scores.logprob_sum, ev1.scores.logprob_sum, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ev.scores.hidden, ev1.scores.hidden, rtol=1e-4, atol=1e-5)
+    for a, b in zip(ev.scores.dist, ev1.scores.dist):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-4)
+    assert (ev.frame.chosen_option >= 0).sum() == sum(r["form"] == "classification" for r in rows)
+
+
+def test_memorising_model_scores_its_answers(tiny, rows, images):
+    """A few full-parameter epochs on a handful of rows: teacher-forced accuracy reaches 1."""
+    model, processor = tiny
+    model = copy.deepcopy(model)
+    few = rows[:6]
+    enc = encode(processor, few, images)
+    train(model, enc, processor.tokenizer.pad_token_id,
+          TrainConfig(epochs=60, lr=3e-3, batch_size=6, seed=0, scheduler="constant"), progress=False)
+    ev = evaluate(model, processor, few, images, enc=enc)
+    assert ev.frame.correct.all()
+    assert generate(model, processor, enc) == [str(r["answer"]) for r in few]
+
+
+def test_missing_checkpoint_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(CheckpointNotFound) as err:
+        resolve_checkpoint("nobody-org/no-such-vlm-7b")
+    msg = str(err.value)
+    assert "no-such-vlm-7b" in msg and "download" in msg and "\n" not in msg
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointNotFound, match="config.json"):
+        resolve_checkpoint(str(tmp_path / "empty"))
+
+
+def test_base_stage_rejects_unknown_checkpoint(repo, tmp_path):
+    set_param(repo, "model", "nobody-org/no-such-vlm-7b")
+    run(["python", "-m", "stages.assemble"], repo)
+    proc = run(["python", "-m", "stages.base"], repo, check=False, HF_HOME=str(tmp_path / "hf"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model='nobody-org/no-such-vlm-7b'" in lines[0]
+    assert not (repo / "models").exists()
