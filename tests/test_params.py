@@ -12,7 +12,7 @@ from tests.conftest import ROOT, run, set_param
 def test_repo_params_are_valid_and_cover_the_contract(base_params):
     validate(base_params)
     for key in ("seed", "seeds", "scale", "model", "method", "methods",
-                "data", "finetune", "oracle", "unlearn", "metrics", "analysis"):
+                "data", "base", "finetune", "oracle", "unlearn", "metrics", "analysis"):
         assert key in base_params
     assert base_params["scale"] == "small"
     assert set(base_params["methods"]) == {"ga", "ga_diff", "kl", "po", "npo", "npo_diff", "manu",
@@ -46,6 +46,11 @@ def test_full_scale_preset_is_icu_bench(base_params):
     ("seed", "zero", "seed='zero'"),
     ("seeds", [0, "a"], "seeds[1]='a'"),
     ("analysis.ties", "random", "analysis.ties='random'"),
+    ("oracle.fiu_ratios", [0.2], "oracle.fiu_ratios[0]=0.2"),
+    ("oracle.stages", [99], "oracle.stages[0]=99"),
+    ("finetune.lora.dropout", 1.5, "finetune.lora.dropout=1.5"),
+    ("base.epochs", {"smoke": 1, "small": 0, "full": 1}, "base.epochs.small=0"),
+    ("finetune.lr", "fast", "finetune.lr='fast'"),
 ])
 def test_bad_value_is_named(base_params, key, value, needle):
     p = copy.deepcopy(base_params)
