@@ -126,7 +126,17 @@ def validate(params: Any) -> None:
                     raise ParamError(f"unlearn.{m}.{k}", v, "must be a non-negative number")
             elif k == "top_k":
                 _ratio(f"unlearn.{m}.{k}", v)
+            elif k == "batches":
+                _int(f"unlearn.{m}.{k}", v, lo=1)
     _int("unlearn.save_every", _get(params, "unlearn.save_every"), lo=1)
+    _int("unlearn.batch_size", _get(params, "unlearn.batch_size"), lo=1)
+    for bench in ("fiu", "umu"):
+        r = _get(params, f"unlearn.{bench}_ratio")
+        if r not in _get(params, f"oracle.{bench}_ratios"):
+            raise ParamError(f"unlearn.{bench}_ratio", r, f"must be one of oracle.{bench}_ratios (its oracle)")
+    manu_w = _get(params, "unlearn.manu.weights")
+    if not isinstance(manu_w, list) or len(manu_w) != 4:
+        raise ParamError("unlearn.manu.weights", manu_w, "must list 4 weights (mean |a|, frequency, std, rms)")
     ties = _get(params, "analysis.ties")
     if ties not in TIES:
         raise ParamError("analysis.ties", ties, f"unknown tie rule (one of {', '.join(TIES)})")

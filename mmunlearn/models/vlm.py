@@ -66,3 +66,15 @@ def load_vlm(path: str | Path, adapter: str | Path | None = None, merge: bool = 
             model = model.merge_and_unload()
     model.eval()
     return model, processor
+
+
+def load_checkpoint(base_dir: str | Path, adapter_dir: str | Path):
+    """An unlearned (or fine-tuned / oracle) checkpoint ready for inference: base + adapter merged,
+    with the neurons listed in `pruned.json` (pruning methods) zeroed."""
+    model, processor = load_vlm(base_source(base_dir), adapter_dir, merge=True)
+    pruned = Path(adapter_dir) / "pruned.json"
+    if pruned.is_file():
+        from mmunlearn.methods.manu import apply_pruning
+
+        apply_pruning(model, json.loads(pruned.read_text()))
+    return model, processor

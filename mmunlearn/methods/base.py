@@ -1,0 +1,98 @@
+"""Method interface: a method turns (forget batch, retain batch) into one loss per step.
+
+Hooks, all optional: `forget_answers` (targets that replace the true forget answers: refusals,
+random labels), `begin_task` (masks computed once per task), `step` (methods with their own
+update rule) and `run_task` (methods with no gradient step at all).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from mmunlearn.methods import losses
+from mmunlearn.models.scoring import forward_answers, token_logprobs
+
+REGISTRY: dict[str, type["Method"]] = {}
+
+
+def register(cls: type["Method"]) -> type["Method"]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+@dataclass
+class Context:
+    """What a method sees while unlearning one task."""
+
+    model: Any                      # trainable (peft) model
+    ref: Any | None                 # frozen fine-tuned model, for methods that need it
+    optimizer: torch.optim.Optimizer
+    accelerator: Any
+    rng: np.random.Generator
+    forget_batches: Any             # callable -> next forget batch
+    retain_batches: Any             # callable -> next retain batch
+    forget_rows: list[dict] = field(default_factory=list)
+    retain_rows: list[dict] = field(default_factory=list)
+    state: dict = field(default_factory=dict)   # per-task method state (masks, ...)
+
+
+def nll_of(model, batch: dict) -> torch.Tensor:
+    _, logits, targets, mask = forward_answers(model, batch)
+    return losses.nll(token_logprobs(logits, targets, mask), mask)
+
+
+def seq_logprob_of(model, batch: dict) -> torch.Tensor:
+    _, logits, targets, mask = forward_answers(model, batch)
+    return token_logprobs(logits, targets, mask).sum(-1)
+
+
+def trainable(model) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+class Method:
+    name: ClassVar[str]
+    uses_reference: ClassVar[bool] = False
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+
+    def forget_answers(self, rows: list[dict], pools: dict, rng: np.random.Generator) -> list[str] | None:
+        return None
+
+    def begin_task(self, ctx: Context) -> None:
+        pass
+
+    def loss(self, ctx: Context, forget: dict, retain: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, ctx: Context) -> dict[str, float]:
+        """One optimisation step; returns the logged losses."""
+        forget, retain = ctx.forget_batches(), ctx.retain_batches()
+        ctx.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(ctx, forget, retain)
+        ctx.accelerator.backward(loss)
+        self.mask_gradients(ctx)
+        ctx.optimizer.step()
+        return {"loss": float(loss.detach())}
+
+    def mask_gradients(self, ctx: Context) -> None:
+        mask = ctx.state.get("grad_mask")
+        if mask:
+            for n, p in trainable(ctx.model).items():
+                if p.grad is not None:
+                    p.grad.mul_(mask[n])
+
+    run_task = None  # a method without gradient steps sets this to a callable(ctx, method)
+
+
+def random_wrong_answers(rows: list[dict], pools: dict, rng: np.random.Generator) -> list[str]:
+    """For each row, a value of the same field from another profile (never the true answer)."""
+    out = []
+    for r in rows:
+        pool = [v for v in pools[(r["domain"], r["field"])] if v != str(r["answer"])]
+        out.append(pool[int(rng.integers(len(pool)))])
+    return out

@@ -1,0 +1,158 @@
+"""Stage `unlearn`: apply one method to the fine-tuned model, for every seed and variant.
+
+Variants: `icu` (the sequential forget tasks, each starting from the previous task's model, a
+checkpoint every `unlearn.save_every` tasks and always the last), `fiu` and `umu` (one static
+forget split each, ratio `unlearn.fiu_ratio` / `unlearn.umu_ratio`). The trainable weights are
+the fine-tuned LoRA adapter; checkpoints are adapters (plus `pruned.json` for pruning methods)
+under `models/unlearned/<variant>/<method>/<seed>/<checkpoint>/`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mmunlearn.data.qa import option_pools
+from mmunlearn.data.splits import static_split_name
+from mmunlearn.io import atomic_dir, write_json
+from mmunlearn.methods import get
+from mmunlearn.methods.base import Context, nll_of, trainable
+
+VARIANTS = ("icu", "fiu", "umu")
+PRUNED = "pruned.json"
+
+
+def variant_tasks(variant: str, params: dict, profiles: pd.DataFrame) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """([(checkpoint name, forget profile ids)], retain profile ids) of one variant."""
+    trained = profiles[profiles.split != "holdout"]
+    if variant == "icu":
+        tasks = [(f"task{t:03d}", sorted(trained.profile_id[trained.task == t]))
+                 for t in range(1, int(trained.task.max()) + 1)]
+        return tasks, sorted(trained.profile_id[trained.split == "retain"])
+    col = static_split_name(variant, float(params["unlearn"][f"{variant}_ratio"]))
+    return [("final", sorted(trained.profile_id[trained[col]]))], sorted(trained.profile_id[~trained[col]])
+
+
+class Sampler:
+    """Endless seeded batches over an encoded set (reshuffled every pass)."""
+
+    def __init__(self, enc, pad_id: int, batch_size: int, rng: np.random.Generator):
+        self.enc, self.pad_id, self.bs, self.rng = enc, pad_id, batch_size, rng
+        self.order: list[int] = []
+
+    def __call__(self) -> dict:
+        from mmunlearn.models.encode import collate
+
+        if len(self.order) < min(self.bs, len(self.enc)):
+            self.order += [int(i) for i in self.rng.permutation(len(self.enc))]
+        idx, self.order = self.order[:self.bs], self.order[self.bs:]
+        return collate(self.enc, idx, self.pad_id)
+
+
+def load_trainable(base_dir: Path, finetuned_dir: Path):
+    from peft import PeftModel
+
+    from mmunlearn.models.vlm import base_source, load_vlm
+
+    model, processor = load_vlm(base_source(base_dir))
+    model = PeftModel.from_pretrained(model, finetuned_dir, is_trainable=True)
+    model.train()
+    return model, processor
+
+
+def run_sequence(method_name: str, params: dict, variant: str, seed: int, qa: pd.DataFrame,
+                 profiles: pd.DataFrame, base_dir: Path, finetuned_dir: Path, data_dir: Path,
+                 out_dir: Path, progress: bool = True) -> list[dict]:
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    from mmunlearn.models.encode import encode, file_images
+
+    cfg = params["unlearn"]
+    mcfg = cfg[method_name]
+    method = get(method_name)(mcfg)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, zlib.crc32(f"{method_name}/{variant}".encode())])
+    model, processor = load_trainable(base_dir, finetuned_dir)
+    ref = None
+    if method.uses_reference:
+        ref = copy.deepcopy(model).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    optimizer = torch.optim.AdamW(list(trainable(model).values()), lr=float(mcfg.get("lr", 0.0)) or 1e-3,
+                                  weight_decay=0.0)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    images = file_images(data_dir)
+    pad = processor.tokenizer.pad_token_id
+    bs = int(cfg["batch_size"])
+    pools = option_pools(profiles)
+    tasks, retain_ids = variant_tasks(variant, params, profiles)
+    retain_rows = qa[qa.profile_id.isin(retain_ids)].to_dict("records")
+    retain = Sampler(encode(processor, retain_rows, images), pad, bs, rng)
+    state: dict = {}
+    log = []
+    save_every = int(cfg["save_every"])
+    bar = tqdm(tasks, desc=f"{method_name}/{variant}/seed{seed}", unit="task", disable=not progress)
+    for t, (name, forget_ids) in enumerate(bar, start=1):
+        t0 = time.perf_counter()
+        rows = qa[qa.profile_id.isin(forget_ids)].to_dict("records")
+        true_enc = encode(processor, rows, images)
+        answers = method.forget_answers(rows, pools, rng)
+        forget = Sampler(true_enc if answers is None else encode(processor, rows, images, answers), pad, bs, rng)
+        state["true_forget_batch"] = Sampler(true_enc, pad, bs, rng)()
+        ctx = Context(model=model, ref=ref, optimizer=optimizer, accelerator=accelerator, rng=rng,
+                      forget_batches=forget, retain_batches=retain, forget_rows=rows,
+                      retain_rows=retain_rows, state=state)
+        method.begin_task(ctx)
+        if method.run_task is not None:
+            method.run_task(ctx)
+        else:
+            for _ in range(int(mcfg["steps"])):
+                method.step(ctx)
+        with torch.no_grad():
+            model.eval()
+            f_nll = float(nll_of(model, state["true_forget_batch"]))
+            r_nll = float(nll_of(model, retain()))
+            model.train()
+        seconds = time.perf_counter() - t0
+        entry = {"checkpoint": name, "forget_profiles": len(forget_ids), "forget_loss": round(f_nll, 4),
+                 "retain_loss": round(r_nll, 4), "seconds": round(seconds, 2)}
+        log.append(entry)
+        bar.write(f"[{method_name} {variant} seed {seed}] {name} ({t}/{len(tasks)}): "
+                  f"forget loss {f_nll:.3f}  retain loss {r_nll:.3f}  {seconds:.1f} s")
+        if t % save_every == 0 or t == len(tasks):
+            save_checkpoint(accelerator.unwrap_model(model), state.get("pruned"), out_dir / name)
+    for h in state.pop("hooks", []):
+        h.remove()
+    return log
+
+
+def save_checkpoint(model, pruned: dict | None, path: Path) -> None:
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp)
+        if pruned:
+            (tmp / PRUNED).write_text(json.dumps(pruned, indent=1, sort_keys=True) + "\n")
+
+
+def unlearn(params: dict, method_name: str, base_dir="models/base", finetuned_dir="models/finetuned",
+            data_dir="data", out_root="models/unlearned", metrics_dir="outputs/unlearn",
+            progress: bool = True) -> dict:
+    data_dir = Path(data_dir)
+    qa = pd.read_parquet(data_dir / "qa.parquet")
+    profiles = pd.read_parquet(data_dir / "profiles.parquet")
+    result: dict = {}
+    for variant in VARIANTS:
+        with atomic_dir(Path(out_root) / variant / method_name) as tmp:
+            for seed in params["seeds"]:
+                result.setdefault(variant, {})[str(seed)] = run_sequence(
+                    method_name, params, variant, int(seed), qa, profiles, Path(base_dir), Path(finetuned_dir),
+                    data_dir, tmp / str(seed), progress)
+    write_json(Path(metrics_dir) / f"{method_name}.json", result)
+    return result
