@@ -74,9 +74,9 @@ def test_push_wipe_pull_restores_every_file(pipeline_copy, s3_server):
     for out in OUTS:
         p = repo / out
         shutil.rmtree(p) if p.is_dir() else p.unlink()
-    run(["dvc", "pull"], repo, **env)
+    run(["dvc", "pull", "--with-deps", "finetune", "oracle"], repo, **env)  # the stages the fixture ran
     assert snapshot(repo) == before
-    assert "up to date" in run(["dvc", "status"], repo).stdout
+    assert "up to date" in run(["dvc", "status", "finetune", "oracle"], repo).stdout
 
 
 def test_unreachable_remote_fails_clearly_and_touches_nothing(pipeline_copy):
@@ -91,7 +91,7 @@ def test_unreachable_remote_fails_clearly_and_touches_nothing(pipeline_copy):
     assert sorted(p.name for p in (repo / ".dvc" / "cache").rglob("*")) == cache_before
     shutil.rmtree(repo / ".dvc" / "cache")
     shutil.rmtree(repo / "data" / "images")
-    proc = run(["dvc", "pull"], repo, check=False, **env)
+    proc = run(["dvc", "pull", "--with-deps", "finetune", "oracle"], repo, check=False, **env)
     assert proc.returncode != 0
     assert "failed to connect" in proc.stderr or "Could not connect" in proc.stderr
     assert not (repo / "data" / "images").exists() or not any((repo / "data" / "images").iterdir())
