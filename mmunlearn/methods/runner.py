@@ -72,7 +72,7 @@ def run_sequence(method_name: str, params: dict, variant: str, seed: int, qa: pd
     from accelerate import Accelerator
     from tqdm import tqdm
 
-    from mmunlearn.models.encode import encode, file_images
+    from mmunlearn.models.encode import encode, file_images, retarget
 
     cfg = params["unlearn"]
     mcfg = cfg[method_name]
@@ -105,7 +105,7 @@ def run_sequence(method_name: str, params: dict, variant: str, seed: int, qa: pd
         rows = qa[qa.profile_id.isin(forget_ids)].to_dict("records")
         true_enc = encode(processor, rows, images)
         answers = method.forget_answers(rows, pools, rng)
-        forget = Sampler(true_enc if answers is None else encode(processor, rows, images, answers), pad, bs, rng)
+        forget = Sampler(true_enc if answers is None else retarget(true_enc, processor.tokenizer, answers), pad, bs, rng)
         state["true_forget_batch"] = Sampler(true_enc, pad, bs, rng)()
         ctx = Context(model=model, ref=ref, optimizer=optimizer, accelerator=accelerator, rng=rng,
                       forget_batches=forget, retain_batches=retain, forget_rows=rows,

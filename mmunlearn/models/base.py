@@ -42,14 +42,13 @@ def chat_corpus(rows: list[dict]) -> list[str]:
     """The exact strings the model will see (chat template + answer + EOS), for the tokenizer."""
     import jinja2
 
-    from mmunlearn.models.encode import user_text
+    from mmunlearn.models.encode import user_message
     from mmunlearn.models.tiny import CHAT_TEMPLATE
 
     template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(CHAT_TEMPLATE)
     out = []
     for r in rows:
-        content = ([{"type": "image"}] if isinstance(r.get("image"), str) else []) + [{"type": "text", "text": user_text(r)}]
-        messages = [{"role": "user", "content": content},
+        messages = [user_message(r),
                     {"role": "assistant", "content": [{"type": "text", "text": str(r["answer"])}]}]
         out.append(template.render(messages=messages, add_generation_prompt=False))
     return out

@@ -27,11 +27,15 @@ def user_text(row: dict) -> str:
     return row["question"]
 
 
-def prompt(processor, row: dict) -> str:
+def user_message(row: dict) -> dict:
+    """The chat message of a question: the image (if any), then the question text."""
     has_image = isinstance(row.get("image"), str) and row["image"]
     content = ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": user_text(row)}]
-    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                         tokenize=False)
+    return {"role": "user", "content": content}
+
+
+def prompt(processor, row: dict) -> str:
+    return processor.apply_chat_template([user_message(row)], add_generation_prompt=True, tokenize=False)
 
 
 @dataclass
@@ -100,14 +104,18 @@ def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image]
                 ids_by_key[k] = feats["input_ids"][j][mask[j]].tolist()
             for name, pix in zip(names, _split_images(feats, len(part))):
                 out.pixels.setdefault(name, pix)
-    targets = [" " + str(answers[i] if answers is not None else row["answer"]) for i, row in enumerate(rows)]
-    target_ids = tok(targets, add_special_tokens=False)["input_ids"]
-    for key, img, tgt in zip(keys, refs, target_ids):
-        ids = ids_by_key[key]
-        out.input_ids.append(ids + tgt + [tok.eos_token_id])
-        out.prompt_len.append(len(ids))
-        out.image.append(img)
-    return out
+    out.prompt_len = [len(ids_by_key[k]) for k in keys]
+    out.image = refs
+    out.input_ids = [ids_by_key[k] for k in keys]
+    return retarget(out, tok, [answers[i] if answers is not None else row["answer"] for i, row in enumerate(rows)])
+
+
+def retarget(enc: Encoded, tok, answers: Sequence[str]) -> Encoded:
+    """The same prompts (and images) with new target answers, e.g. refusals or random labels."""
+    target_ids = tok([" " + str(a) for a in answers], add_special_tokens=False)["input_ids"]
+    return Encoded(input_ids=[ids[:n] + tgt + [tok.eos_token_id]
+                              for ids, n, tgt in zip(enc.input_ids, enc.prompt_len, target_ids)],
+                   prompt_len=list(enc.prompt_len), image=list(enc.image), pixels=enc.pixels)
 
 
 def collate(enc: Encoded, idx: Sequence[int], pad_id: int, side: str = "left",
