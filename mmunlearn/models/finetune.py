@@ -24,10 +24,14 @@ VIEWS_REPORTED = ("text", "vqa_masked", "vqa_full")
 def add_lora(model, params: dict):
     from peft import LoraConfig, get_peft_model
 
+    import torch
+
     lc = params["finetune"]["lora"]
+    # A regex, not a list: peft keeps a list as a set, whose saved order depends on PYTHONHASHSEED.
+    targets = rf".*\.({'|'.join(sorted(lc['target_modules']))})"
+    torch.manual_seed(int(params.get("seed", 0)))  # LoRA A matrices are drawn from torch's RNG
     return get_peft_model(model, LoraConfig(r=int(lc["r"]), lora_alpha=float(lc["alpha"]),
-                                            lora_dropout=float(lc["dropout"]),
-                                            target_modules=list(lc["target_modules"])))
+                                            lora_dropout=float(lc["dropout"]), target_modules=targets))
 
 
 def train_lora(params: dict, base_dir: Path, rows: list[dict], data_dir: Path, progress: bool):
