@@ -1,0 +1,78 @@
+"""Stage `analyze` inside the pipeline: collect the released rows from outputs/eval, run the
+SPEC section 8 analysis, add the continual summaries, write outputs/analysis/."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from mmunlearn.io import write_json
+
+RELEASED = ("dataset", "method", "seed", "FA", "RA", "MIA", "AD", "JS", "retrained_distance")
+
+
+def model_results(params: dict, eval_root: str | Path = "outputs/eval") -> list[dict]:
+    """Every per-model evaluation JSON of the methods in `methods`, in method then file order."""
+    docs = []
+    for method in params["methods"]:
+        for path in sorted((Path(eval_root) / method).glob("*.json")):
+            docs.append(json.loads(path.read_text()))
+    return docs
+
+
+def released_rows(docs: list[dict]) -> list[dict]:
+    """Rows of `multimodal_results.json`: the released keys, then our extra metrics."""
+    rows = []
+    for d in docs:
+        row = d["row"]
+        rows.append({**{k: row[k] for k in RELEASED}, **{k: v for k, v in row.items() if k not in RELEASED}})
+    return rows
+
+
+def continual_summary(docs: list[dict]) -> dict:
+    """{method: {seed: continual metrics}} of the sequential (icu) runs."""
+    out: dict = {}
+    for d in docs:
+        c = d.get("continual")
+        if c:
+            out.setdefault(d["row"]["method"], {})[str(d["row"]["seed"])] = c["metrics"]
+    return out
+
+
+def kr_samples(docs: list[dict]) -> list[dict]:
+    """Per-sample KR probes of every model, tagged with the model (rows of `kr_pilot_results.json`)."""
+    out = []
+    for d in docs:
+        model = {k: d["row"][k] for k in ("dataset", "method", "seed")}
+        for sample in (d.get("kr") or {}).get("probes", []):
+            out.append({**sample, **model})
+    return out
+
+
+def continual_matrices(docs: list[dict]) -> dict:
+    """{method: {seed: long-format A[t][i] rows}} for the continual plots."""
+    out: dict = {}
+    for d in docs:
+        if d.get("continual"):
+            out.setdefault(d["row"]["method"], {})[str(d["row"]["seed"])] = d["continual"]["matrix"]
+    return out
+
+
+def run(params: dict, eval_root="outputs/eval", out_dir="outputs/analysis") -> dict:
+    from mmunlearn.analysis import analyze
+
+    docs = model_results(params, eval_root)
+    rows = released_rows(docs)
+    # AD, JS and the oracle distance need an oracle: rows without one cannot be ranked on them
+    frame = pd.DataFrame(rows).dropna(subset=list(RELEASED[3:]))
+    res = analyze(frame, None, ties=params["analysis"]["ties"],
+                  draws=int(params["analysis"]["stability_draws"]), seed=int(params["seed"]))
+    res["analysis_results"]["continual"] = continual_summary(docs)
+    out = Path(out_dir)
+    write_json(out / "multimodal_results.json", rows)
+    write_json(out / "kr_pilot.json", kr_samples(docs))
+    write_json(out / "continual.json", continual_matrices(docs))
+    for name, obj in res.items():
+        write_json(out / f"{name}.json", obj)
+    return res

@@ -1,0 +1,49 @@
+"""Stage `selected`: the headline metrics of the focus method (`method` in params.yaml).
+
+Reads only that method's evaluation and the UQS weights, so `dvc exp run -S method=kl` reruns
+this stage alone and `dvc exp show` compares methods side by side.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmunlearn.io import write_json
+
+HEADLINE = ("FA", "RA", "MIA", "AD", "JS", "retrained_distance", "KR", "KR_probe")
+CONTINUAL = ("effectiveness", "historical_preservation", "retained_utility_final")
+
+
+def _mean(values) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return round(float(np.mean(vals)), 6) if vals else None
+
+
+def select(params: dict, eval_root="outputs/eval", weights_path="outputs/analysis/uqs_weights.json",
+           out_dir="outputs/selected") -> dict:
+    from mmunlearn.analysis import uqs_scores
+
+    method = params["method"]
+    docs = [json.loads(p.read_text()) for p in sorted((Path(eval_root) / method).glob("*.json"))]
+    rows = pd.DataFrame([d["row"] for d in docs])
+    weights = json.loads(Path(weights_path).read_text())
+    complete = rows.dropna(subset=["FA", "RA", "MIA", "AD", "JS"])
+    rows.loc[complete.index, "UQS"] = uqs_scores(complete, weights)
+    out: dict = {"method": method, "models": len(rows)}
+    out.update({k: _mean(rows[k]) for k in (*HEADLINE, "UQS") if k in rows})
+    out["by_dataset"] = {ds: {k: _mean(g[k]) for k in (*HEADLINE, "UQS") if k in g}
+                         for ds, g in rows.groupby("dataset", sort=True)}
+    cont = [d["continual"]["metrics"] for d in docs if d.get("continual")]
+    if cont:
+        out["continual"] = {k: _mean(c[k] for c in cont) for k in CONTINUAL}
+        out["continual"]["utility_std"] = _mean(c["stability"]["utility_std"] for c in cont)
+        out["continual"]["largest_drop"] = _mean(c["stability"]["largest_drop"] for c in cont)
+        first = next(d for d in docs if d.get("continual"))
+        write_json(Path(out_dir) / "continual.json",
+                   [{"stage": e["stage"], "task": e["task"], "value": e["accuracy"]}
+                    for e in first["continual"]["matrix"]])
+    write_json(Path(out_dir) / "metrics.json", out)
+    return out

@@ -1,0 +1,437 @@
+"""Stages `evaluate@<method>` and `evaluate_baselines`: every metric of SPEC section 7.
+
+Per unlearned model (the last checkpoint of each variant and seed) the batched engine makes one
+teacher-forced pass (plus greedy generation for ROUGE) over its forget, retain and holdout rows;
+the oracle of the variant (retrained without the forget set) makes one pass over the forget rows.
+All logit-based metrics read from those passes:
+
+- FA / RA: accuracy on forget / retain rows (classification: option likelihood; generation and
+  cloze: normalized exact or containment match of the greedy answer).
+- MIA: ROC-AUC of forget (members) vs holdout (non-members) for loss, zlib, Min-K% and Min-K%++;
+  the paper's attack (logistic regression on max p, -entropy, margin) whose member rate is `MIA`.
+- AD, JS (token-id aligned), oracle distance over the LoRA-targeted weights, ROUGE-L, truth ratio
+  and KS forget quality vs the oracle, UMU modality alignment, KR (relearning and probes).
+- Continual (icu variant): A[t][i] = forget accuracy on task i after stage t, stage 0 being the
+  fine-tuned model, with retained utility on a fixed retain subsample.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mmunlearn.data.qa import option_pools
+from mmunlearn.io import write_json, write_parquet
+from mmunlearn.methods.runner import PRUNED, VARIANTS, Sampler, variant_tasks
+from mmunlearn.metrics import (accuracy, activation_distance, continual_metrics, forget_quality,
+                               js_divergence, kr_relearn, loss_score, mia_attack, mia_auc, min_k_pp_score,
+                               min_k_score, modality_alignment, oracle_distance, rouge_l, truth_ratio,
+                               upper_triangular, zlib_score)
+from mmunlearn.metrics.probes import PROBES, probe_rows
+
+HEADLINE = ("FA", "RA", "MIA", "AD", "JS", "retrained_distance")
+
+
+def _r(x, nd: int = 6):
+    """JSON-safe rounding (None for missing / NaN)."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if np.isnan(x) else round(x, nd)
+
+
+def oracle_name(params: dict, variant: str, n_tasks: int) -> str | None:
+    """The oracle retrained without this variant's forget set (None if params list none)."""
+    from mmunlearn.data.splits import static_split_name
+
+    if variant == "icu":
+        stages = [n_tasks if s == "last" else int(s) for s in params["oracle"]["stages"]]
+        return f"icu_task{n_tasks:03d}" if n_tasks in stages else None
+    return static_split_name(variant, float(params["unlearn"][f"{variant}_ratio"]))
+
+
+def target_weights(model, target_modules: list[str]) -> dict[str, torch.Tensor]:
+    """The weights LoRA adapts (the trainable tensors of fine-tuning), read from a merged model."""
+    pattern = re.compile(rf".*\.({'|'.join(map(re.escape, target_modules))})\.weight$")
+    return {n: p.detach() for n, p in model.named_parameters() if pattern.match(n)}
+
+
+@dataclass
+class Pass:
+    """One model's results on one row set: per-row frame (correct, generated, ...) and raw scores."""
+
+    frame: pd.DataFrame
+    scores: object
+
+
+class Evaluator:
+    """Shared state of one evaluation process: data, processor, encodings (made once, reused by
+    every model) and the metrics params."""
+
+    def __init__(self, params: dict, base_dir="models/base", data_dir="data", progress: bool = False):
+        from mmunlearn.models.encode import file_images
+        from mmunlearn.models.vlm import base_source
+
+        self.params, self.progress = params, progress
+        self.base_dir, self.data_dir = Path(base_dir), Path(data_dir)
+        self.qa = pd.read_parquet(self.data_dir / "qa.parquet")
+        self.profiles = pd.read_parquet(self.data_dir / "profiles.parquet")
+        self.pools = option_pools(self.profiles)
+        self.images = file_images(self.data_dir)
+        self.n_tasks = int(self.profiles.task.max())
+        self.cfg = params["metrics"]
+        self.bs = int(self.cfg["batch_size"])
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(base_source(self.base_dir))
+        self._enc: dict[tuple, object] = {}
+
+    # ---- data -------------------------------------------------------------------------------
+    def rows(self, profile_ids) -> list[dict]:
+        return self.qa[self.qa.profile_id.isin(set(profile_ids))].to_dict("records")
+
+    def sets(self, variant: str) -> dict[str, list[dict]]:
+        tasks, retain_ids = variant_tasks(variant, self.params, self.profiles)
+        forget_ids = [p for _, ids in tasks for p in ids]
+        return {"forget": self.rows(forget_ids), "retain": self.rows(retain_ids),
+                "holdout": self.rows(self.profiles.profile_id[self.profiles.split == "holdout"])}
+
+    def encoded(self, rows: list[dict]):
+        from mmunlearn.models.encode import encode
+
+        key = tuple(r["qa_id"] for r in rows)
+        if key not in self._enc:
+            self._enc[key] = encode(self.processor, rows, self.images)
+        return self._enc[key]
+
+    def retain_subsample(self) -> list[dict]:
+        """Fixed seeded retain rows for the continual utility curve (`metrics.continual_retain_rows`)."""
+        rows = self.rows(self.profiles.profile_id[self.profiles.split == "retain"])
+        n = int(self.cfg["continual_retain_rows"])
+        if 0 < n < len(rows):
+            idx = np.sort(np.random.default_rng([int(self.params["seed"]), 0xC0]).choice(len(rows), n, replace=False))
+            rows = [rows[i] for i in idx]
+        return rows
+
+    # ---- models -----------------------------------------------------------------------------
+    def load(self, adapter_dir: Path):
+        from mmunlearn.models.vlm import load_checkpoint
+
+        return load_checkpoint(self.base_dir, adapter_dir)[0]
+
+    def run(self, model, rows: list[dict], generation: bool = False, keep_dist: bool = False) -> Pass:
+        from mmunlearn.models.engine import evaluate
+
+        ev = evaluate(model, self.processor, rows, self.images, self.bs, keep_dist=keep_dist,
+                      with_generation=generation, enc=self.encoded(rows))
+        frame = ev.frame.copy()
+        for col in ("pair_id", "split", "task", "answer", "profile_id"):
+            frame[col] = [r[col] for r in rows]
+        return Pass(frame, ev.scores)
+
+    def scores(self, model, rows: list[dict], keep_dist: bool = False):
+        from mmunlearn.models.engine import score
+
+        return score(model, self.encoded(rows), self.processor.tokenizer.pad_token_id, self.bs, keep_dist)
+
+    def option_logprobs(self, model, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """(mean log-prob of the correct option [n], of each wrong option [n, k]) for
+        classification rows: the inputs of the truth ratio."""
+        from mmunlearn.models.engine import score
+
+        cls = [r for r in rows if r["form"] == "classification" and len(r["options"])]
+        if not cls:
+            return np.zeros(0), np.zeros((0, 0))
+        k = len(cls[0]["options"])
+        rep = [i for i in range(len(cls)) for _ in range(k)]
+        flat = _repeat(self.encoded(cls), rep, self.processor.tokenizer, [o for r in cls for o in r["options"]])
+        lp = score(model, flat, self.processor.tokenizer.pad_token_id, self.bs).logprob_mean.reshape(len(cls), k)
+        gold = np.array([list(r["options"]).index(r["answer"]) for r in cls])
+        correct = lp[np.arange(len(cls)), gold]
+        wrong = np.stack([np.delete(lp[i], gold[i]) for i in range(len(cls))])
+        return correct, wrong
+
+
+def _repeat(enc, idx: list[int], tok, answers: list[str]):
+    """Encoded rows `idx` (repeats allowed) retargeted to `answers`."""
+    from mmunlearn.models.encode import Encoded, retarget
+
+    sub = Encoded(input_ids=[enc.input_ids[i] for i in idx], prompt_len=[enc.prompt_len[i] for i in idx],
+                  image=[enc.image[i] for i in idx], pixels=enc.pixels)
+    return retarget(sub, tok, answers)
+
+
+# ---- metric groups ------------------------------------------------------------------------------
+def mia_metrics(member, nonmember, member_answers, nonmember_answers, cfg: dict, seed: int) -> dict:
+    """Loss / zlib / Min-K% / Min-K%++ AUCs and the paper's logistic-regression attack."""
+    k = float(cfg["min_k"])
+    out = {
+        "loss_auc": mia_auc(loss_score(member.logprob_mean), loss_score(nonmember.logprob_mean)),
+        "zlib_auc": mia_auc(zlib_score(member.logprob_sum, member_answers),
+                            zlib_score(nonmember.logprob_sum, nonmember_answers)),
+        "min_k_auc": mia_auc(min_k_score(member.token_logprobs, k), min_k_score(nonmember.token_logprobs, k)),
+        "min_k_pp_auc": mia_auc(min_k_pp_score(member.token_zpp, k), min_k_pp_score(nonmember.token_zpp, k)),
+    }
+    feats = lambda s: np.stack([s.max_prob, s.neg_entropy, s.margin], axis=1)  # noqa: E731
+    attack = mia_attack(feats(member), feats(nonmember), folds=int(cfg["mia_folds"]), seed=seed)
+    out["attack_auc"] = attack["auc"]
+    out["member_rate"] = attack["member_rate"]
+    return {k2: _r(v) for k2, v in out.items()}
+
+
+def by_view(frame: pd.DataFrame) -> dict:
+    return {f"{view}": _r(accuracy(g.correct.to_numpy())) for view, g in frame.groupby("view", sort=True)}
+
+
+def modality(forget: Pass, retain: Pass) -> dict:
+    f = forget.frame.assign(split="forget")
+    r = retain.frame.assign(split="retain")
+    both = pd.concat([f, r], ignore_index=True)
+    return {k: (_r(v) if isinstance(v, float) else v) for k, v in modality_alignment(both).items()}
+
+
+def with_rouge(p: Pass) -> Pass:
+    p.frame["rouge"] = rouge_l(list(p.frame.generated), [str(a) for a in p.frame.answer])
+    return p
+
+
+def knowledge_recoverability(ev: Evaluator, model, forget: Pass, forget_rows: list[dict],
+                             finetuned_correct: dict[str, bool], seed: int) -> dict:
+    """(a) probes of the failed forget rows; (b) relearning: `metrics.relearn_steps` NLL steps on a
+    seeded share of the forget questions, FA on the rest, normalised by the fine-tuned FA.
+    Relearning trains `model` in place: call last."""
+    probes, probe_score = run_probes(ev, model, forget, forget_rows, seed)
+    pairs = sorted({r["pair_id"] for r in forget_rows})
+    rng = np.random.default_rng([seed, 0x4B])
+    n_relearn = max(1, int(round(len(pairs) * float(ev.cfg["relearn_fraction"]))))
+    relearn_pairs = set(np.array(pairs)[rng.permutation(len(pairs))[:n_relearn]].tolist()) if len(pairs) > 1 else set()
+    train_rows = [r for r in forget_rows if r["pair_id"] in relearn_pairs]
+    test_rows = [r for r in forget_rows if r["pair_id"] not in relearn_pairs]
+    relearn = {"steps": int(ev.cfg["relearn_steps"]), "train_rows": len(train_rows), "test_rows": len(test_rows)}
+    if train_rows and test_rows:
+        test_ids = {r["qa_id"] for r in test_rows}
+        fa_unlearned = accuracy(forget.frame.correct[forget.frame.qa_id.isin(test_ids)].to_numpy())
+        fa_finetuned = accuracy(np.array([finetuned_correct[q] for q in sorted(test_ids)]))
+        relearned = relearn_model(ev, model, train_rows, seed)
+        fa_relearned = accuracy(ev.run(relearned, test_rows).frame.correct.to_numpy())
+        relearn.update(fa_unlearned=_r(fa_unlearned), fa_finetuned=_r(fa_finetuned), fa_relearned=_r(fa_relearned),
+                       kr=_r(kr_relearn(fa_relearned, fa_unlearned, fa_finetuned)))
+    else:
+        relearn["kr"] = None
+    return {"relearn": relearn, "probe_score": _r(probe_score), "probes": probes}
+
+
+def prediction(frame_row, row: dict) -> str:
+    """What the model answered: the chosen option (classification) or the greedy text."""
+    if row["form"] == "classification" and frame_row.chosen_option >= 0:
+        return str(list(row["options"])[frame_row.chosen_option])
+    return str(frame_row.generated)
+
+
+def strict(frame_row, row: dict) -> bool:
+    """Strict matching: the chosen option, or the normalized greedy answer equal to the gold one."""
+    from mmunlearn.models.engine import normalize
+
+    return normalize(prediction(frame_row, row)) == normalize(row["answer"])
+
+
+def run_probes(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], seed: int) -> tuple[list[dict], float | None]:
+    """Per failed forget row (FA decision false): each probe's question, prediction and strict
+    correctness, and kr_score = share of probes answered; plus the mean kr_score."""
+    failed = [r for r, ok in zip(forget_rows, forget.frame.correct) if not ok]
+    if not failed:
+        return [], None
+    prows = probe_rows(failed, forget_rows, ev.profiles, ev.pools, seed)
+    pf = ev.run(model, prows, generation=True).frame
+    direct = forget.frame.set_index("qa_id")
+    by_source: dict[str, dict] = {}
+    for fr, row in zip(pf.itertuples(), prows):
+        by_source.setdefault(row["source"], {})[row["probe"]] = {
+            "question": row["question"], "prediction": prediction(fr, row), "correct": bool(strict(fr, row))}
+    out = []
+    for row in failed:
+        d = direct.loc[row["qa_id"]]
+        probes = {k: by_source[row["qa_id"]][k] for k in PROBES if k in by_source.get(row["qa_id"], {})}
+        score = float(np.mean([p["correct"] for p in probes.values()])) if probes else None
+        out.append({"sample_id": row["qa_id"], "question": row["question"], "answer": str(row["answer"]),
+                    "view": row["view"], "form": row["form"],
+                    "direct_prediction": prediction(d, row), "direct_correct": bool(strict(d, row)),
+                    "fa_correct": bool(d.correct), "probes": probes, "kr_score": _r(score)})
+    scores = [o["kr_score"] for o in out if o["kr_score"] is not None]
+    return out, (float(np.mean(scores)) if scores else None)
+
+
+def relearn_model(ev: Evaluator, model, rows: list[dict], seed: int):
+    """A fresh LoRA (the fine-tuning recipe) trained `relearn_steps` steps on `rows`: the
+    relearning attack of KR (a)."""
+    from mmunlearn.methods.base import nll_of
+    from mmunlearn.models.finetune import add_lora
+
+    model = add_lora(model, ev.params)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                            lr=float(ev.params["finetune"]["lr"]), weight_decay=0.0)
+    batches = Sampler(ev.encoded(rows), ev.processor.tokenizer.pad_token_id,
+                      int(ev.params["unlearn"]["batch_size"]), np.random.default_rng([seed, 0x52]))
+    for _ in range(int(ev.cfg["relearn_steps"])):
+        opt.zero_grad(set_to_none=True)
+        nll_of(model, batches()).backward()
+        opt.step()
+    return model.eval()
+
+
+def evaluate_model(ev: Evaluator, model, variant: str, seed: int, oracle=None, oracle_pass=None,
+                   finetuned_correct: dict[str, bool] | None = None, kr: bool = True) -> dict:
+    """Every metric of one model on one variant's forget / retain / holdout rows."""
+    sets = ev.sets(variant)
+    forget = with_rouge(ev.run(model, sets["forget"], generation=True, keep_dist=oracle is not None))
+    retain = with_rouge(ev.run(model, sets["retain"], generation=True))
+    holdout = ev.scores(model, sets["holdout"])
+    out = {
+        "FA": _r(accuracy(forget.frame.correct.to_numpy())),
+        "RA": _r(accuracy(retain.frame.correct.to_numpy())),
+        "forget_by_view": by_view(forget.frame),
+        "retain_by_view": by_view(retain.frame),
+        "ROUGE_forget": _r(forget.frame.rouge.mean()),
+        "ROUGE_retain": _r(retain.frame.rouge.mean()),
+        "mia": mia_metrics(forget.scores, holdout, [str(r["answer"]) for r in sets["forget"]],
+                           [str(r["answer"]) for r in sets["holdout"]], ev.cfg, seed),
+        "modality": modality(forget, retain),
+        "rows": {"forget": len(sets["forget"]), "retain": len(sets["retain"]), "holdout": len(sets["holdout"])},
+    }
+    out["MIA"] = out["mia"]["member_rate"]
+    if oracle is not None:
+        o = oracle_pass
+        out["AD"] = _r(activation_distance(forget.scores.hidden, o.hidden))
+        out["JS"] = _r(js_divergence(forget.scores.dist, o.dist))
+        targets = list(ev.params["finetune"]["lora"]["target_modules"])
+        out["retrained_distance"] = _r(oracle_distance(target_weights(model, targets), target_weights(oracle, targets)))
+        tr_c, tr_w = ev.option_logprobs(model, sets["forget"])
+        otr_c, otr_w = ev.option_logprobs(oracle, sets["forget"])
+        tr, otr = truth_ratio(tr_c, tr_w), truth_ratio(otr_c, otr_w)
+        fq = forget_quality(tr, otr)
+        out["truth_ratio"] = _r(np.mean(tr)) if len(tr) else None
+        out["forget_quality"] = {k: _r(v) for k, v in fq.items()}
+    else:
+        out.update(AD=None, JS=None, retrained_distance=None, truth_ratio=None, forget_quality=None)
+    out["_forget_pass"] = forget
+    if kr and finetuned_correct is not None:
+        out["kr"] = knowledge_recoverability(ev, model, forget, sets["forget"], finetuned_correct, seed)
+        out["KR"] = out["kr"]["relearn"]["kr"]
+        out["KR_probe"] = out["kr"]["probe_score"]
+    return out
+
+
+def oracle_for(ev: Evaluator, variant: str):
+    """(oracle model, its pass over the variant's forget rows) or (None, None)."""
+    name = oracle_name(ev.params, variant, ev.n_tasks)
+    path = Path("models/oracle") / name if name else None
+    if path is None or not path.is_dir():
+        return None, None, name
+    oracle = ev.load(path)
+    return oracle, ev.scores(oracle, ev.sets(variant)["forget"], keep_dist=True), name
+
+
+def continual(ev: Evaluator, ckpt_root: Path, final_forget: Pass, final_model, finetuned_rows: pd.DataFrame) -> dict:
+    """A[t][i] (forget accuracy on task i after stage t; stage 0 = fine-tuned) and retained utility."""
+    n = ev.n_tasks
+    sub = ev.retain_subsample()
+    sub_ids = [r["qa_id"] for r in sub]
+    ft = finetuned_rows.set_index("qa_id").correct
+    task_of = ev.qa.set_index("qa_id").task
+    A: list[list[float | None]] = [[None] * (n + 1) for _ in range(n + 1)]
+    ra: list[float | None] = [None] * (n + 1)
+    for i in range(1, n + 1):
+        ids = ev.qa.qa_id[(ev.qa.split == "forget") & (ev.qa.task == i)]
+        A[0][i] = _r(accuracy(ft[ids].to_numpy()))
+    ra[0] = _r(accuracy(ft[sub_ids].to_numpy()))
+    saved = sorted(int(p.name[4:]) for p in ckpt_root.glob("task*") if p.is_dir())
+    for t in saved:
+        if t == n:
+            frame, model = final_forget.frame, final_model
+        else:
+            model = ev.load(ckpt_root / f"task{t:03d}")
+            frame = ev.run(model, [r for r in ev.rows(ev.profiles.profile_id[(ev.profiles.split == "forget")
+                                                                               & (ev.profiles.task <= t)])]).frame
+        tasks = task_of[frame.qa_id].to_numpy()
+        for i in range(1, t + 1):
+            A[t][i] = _r(accuracy(frame.correct.to_numpy()[tasks == i]))
+        ra[t] = _r(accuracy(ev.run(model, sub).frame.correct.to_numpy()))
+    Am = [[A[t][i] for i in range(n + 1)] for t in range(n + 1)]
+    return {"A": Am, "retain_accuracy": ra, "saved_stages": saved, "retain_rows": len(sub),
+            "metrics": continual_metrics(Am, ra), "matrix": upper_triangular(Am, include_baseline=True)}
+
+
+def strip(res: dict) -> dict:
+    return {k: v for k, v in res.items() if not k.startswith("_")}
+
+
+def evaluate_method(params: dict, method: str, unlearned_root="models/unlearned", out_root="outputs/eval",
+                    progress: bool = True) -> dict:
+    """One JSON per unlearned model (last checkpoint of each variant and seed) under
+    outputs/eval/<method>/ with the released row (dataset, method, seed, FA, RA, MIA, AD, JS,
+    retrained_distance) and every other metric."""
+    from mmunlearn.io import atomic_dir
+
+    ev = Evaluator(params, progress=progress)
+    ft_rows = pd.read_parquet(Path(out_root) / "baselines" / "finetuned_rows.parquet")
+    ft_correct = dict(zip(ft_rows.qa_id, ft_rows.correct.astype(bool)))
+    summary = {}
+    with atomic_dir(Path(out_root) / method) as tmp:
+        for variant in VARIANTS:
+            oracle, opass, oname = oracle_for(ev, variant)
+            for seed in params["seeds"]:
+                t0 = time.perf_counter()
+                root = Path(unlearned_root) / variant / method / str(seed)
+                last = sorted(p for p in root.iterdir() if p.is_dir())[-1]
+                model = ev.load(last)
+                res = evaluate_model(ev, model, variant, int(seed), oracle, opass, ft_correct)
+                cont = continual(ev, root, res["_forget_pass"], model, ft_rows) if variant == "icu" else None
+                res = strip(res)
+                row = {"dataset": variant, "method": method, "seed": int(seed),
+                       **{k: res[k] for k in HEADLINE},
+                       "KR": res.get("KR"), "KR_probe": res.get("KR_probe"),
+                       "ROUGE_forget": res["ROUGE_forget"], "ROUGE_retain": res["ROUGE_retain"]}
+                doc = {"row": row, "checkpoint": str(last), "oracle": oname,
+                       "pruned": (last / PRUNED).is_file(), **res}
+                if cont is not None:
+                    doc["continual"] = cont
+                write_json(tmp / f"{variant}_seed{seed}.json", doc)
+                summary[f"{variant}/{seed}"] = row
+                print(f"[evaluate {method}] {variant} seed {seed}: " + "  ".join(
+                    f"{k} {row[k]}" for k in ("FA", "RA", "MIA", "AD", "JS", "KR")) +
+                    f"  ({time.perf_counter() - t0:.1f} s)")
+    return summary
+
+
+def evaluate_baselines(params: dict, out_root="outputs/eval/baselines", progress: bool = True) -> dict:
+    """The fine-tuned model (per-row correctness for KR and the continual stage 0; every metric
+    per variant vs its oracle: the no-unlearning reference) and each oracle itself."""
+    from mmunlearn.io import atomic_dir
+
+    ev = Evaluator(params, progress=progress)
+    ft = ev.load(Path("models/finetuned"))
+    trained = ev.qa[ev.qa.split != "holdout"].to_dict("records")
+    p = ev.run(ft, trained)
+    out = {}
+    with atomic_dir(out_root) as tmp:
+        write_parquet(tmp / "finetuned_rows.parquet",
+                      pd.DataFrame({"qa_id": p.frame.qa_id, "correct": p.frame.correct.astype(bool)}))
+        for variant in VARIANTS:
+            oracle, opass, oname = oracle_for(ev, variant)
+            res = strip(evaluate_model(ev, ft, variant, int(params["seed"]), oracle, opass, kr=False))
+            out[f"finetuned/{variant}"] = {k: res[k] for k in HEADLINE}
+            write_json(tmp / f"finetuned_{variant}.json", {"oracle": oname, **res})
+            if oracle is not None:
+                ores = strip(evaluate_model(ev, oracle, variant, int(params["seed"]), kr=False))
+                out[f"oracle/{variant}"] = {k: ores[k] for k in ("FA", "RA", "MIA")}
+                write_json(tmp / f"oracle_{oname}.json", {"variant": variant, **ores})
+    for k, v in out.items():
+        print(f"[baselines] {k}: " + "  ".join(f"{m} {x}" for m, x in v.items()))
+    return out
