@@ -104,3 +104,19 @@ def smoke_pipeline(tmp_path_factory) -> Path:
     repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
     run(["dvc", "repro", "finetune", "oracle"], repo)
     return repo
+
+
+RELEASED_METHODS = ["ga", "npo", "kl", "finetune_retain"]
+
+
+@pytest.fixture(scope="session")
+def released_pipeline(smoke_pipeline, tmp_path_factory) -> Path:
+    """The smoke pipeline run to the end (evaluate, analyze, export, selected) for four methods,
+    committed; read-only for tests: copy it before changing anything."""
+    repo = tmp_path_factory.mktemp("released") / "repo"
+    shutil.copytree(smoke_pipeline, repo, symlinks=True)
+    set_param(repo, "methods", RELEASED_METHODS)
+    set_param(repo, "method", "npo")
+    run(["dvc", "repro"], repo)
+    run("git add -A && git commit -qm released", repo)
+    return repo
