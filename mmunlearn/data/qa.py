@@ -43,25 +43,6 @@ def question(profile: dict, field: str, view: str, form: str) -> str:
     }[form]
 
 
-def rephrased_question(profile: dict, field: str, view: str, form: str) -> str:
-    """Another wording of `question` (same view, form and answer): a KR probe never trained on."""
-    label = LABEL[field]
-    if view == "text":
-        who = _subject(profile, field)
-        return {
-            "generation": f"Tell me the {label} of {who}.",
-            "cloze": f"For {who}, the {label} is ___.",
-            "classification": f"Pick the {label} of {who}.",
-        }[form]
-    doc = TITLE[profile["domain"]].lower()
-    person = PERSON[profile["domain"]]
-    return {
-        "generation": f"Tell me the {label} of the {person} this {doc} belongs to.",
-        "cloze": f"The {person} this {doc} belongs to has {label} ___.",
-        "classification": f"Pick the {label} of the {person} this {doc} belongs to.",
-    }[form]
-
-
 def option_pools(profiles: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
     """Distinct values per (domain, maskable field), sorted: the distractor pools."""
     pools = {}

@@ -10,10 +10,29 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mmunlearn.data.qa import question, rephrased_question
-from mmunlearn.data.schema import FORMS, N_OPTIONS
+from mmunlearn.data.qa import _subject, question
+from mmunlearn.data.schema import FORMS, LABEL, N_OPTIONS, PERSON, TITLE
 
 PROBES = ("rephrased", "other_view", "generation", "cloze", "classification")
+
+
+def rephrased_question(profile: dict, field: str, view: str, form: str) -> str:
+    """Another wording of `question` (same view, form and answer): a KR probe never trained on."""
+    label = LABEL[field]
+    if view == "text":
+        who = _subject(profile, field)
+        return {
+            "generation": f"Tell me the {label} of {who}.",
+            "cloze": f"For {who}, the {label} is ___.",
+            "classification": f"Pick the {label} of {who}.",
+        }[form]
+    doc = TITLE[profile["domain"]].lower()
+    person = PERSON[profile["domain"]]
+    return {
+        "generation": f"Tell me the {label} of the {person} this {doc} belongs to.",
+        "cloze": f"The {person} this {doc} belongs to has {label} ___.",
+        "classification": f"Pick the {label} of the {person} this {doc} belongs to.",
+    }[form]
 
 
 def _options(answer: str, pool: list[str], rng: np.random.Generator) -> list[str]:
