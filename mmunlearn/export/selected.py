@@ -30,12 +30,17 @@ def select(params: dict, eval_root="outputs/eval", weights_path="outputs/analysi
     docs = [json.loads(p.read_text()) for p in sorted((Path(eval_root) / method).glob("*.json"))]
     rows = pd.DataFrame([d["row"] for d in docs])
     weights = json.loads(Path(weights_path).read_text())
-    complete = rows.dropna(subset=["FA", "RA", "MIA", "AD", "JS"])
-    rows.loc[complete.index, "UQS"] = uqs_scores(complete, weights)
-    out: dict = {"method": method, "models": len(rows)}
-    out.update({k: _mean(rows[k]) for k in (*HEADLINE, "UQS") if k in rows})
-    out["by_dataset"] = {ds: {k: _mean(g[k]) for k in (*HEADLINE, "UQS") if k in g}
-                         for ds, g in rows.groupby("dataset", sort=True)}
+
+
+    def headline(frame: pd.DataFrame) -> dict:
+        # UQS of the method means, as in the ranking table
+        means = {k: _mean(frame[k]) for k in HEADLINE if k in frame}
+        ok = all(means.get(k) is not None for k in ("FA", "RA", "MIA", "AD", "JS"))
+        means["UQS"] = round(float(uqs_scores(pd.DataFrame([means]), weights).iloc[0]), 6) if ok else None
+        return means
+
+    out: dict = {"method": method, "models": len(rows), **headline(rows)}
+    out["by_dataset"] = {ds: headline(g) for ds, g in rows.groupby("dataset", sort=True)}
     cont = [d["continual"]["metrics"] for d in docs if d.get("continual")]
     if cont:
         out["continual"] = {k: _mean(c[k] for c in cont) for k in CONTINUAL}
