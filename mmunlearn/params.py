@@ -18,7 +18,7 @@ METHODS = (
 )
 TOP_LEVEL = ("seed", "seeds", "scale", "model", "method", "methods",
              "data", "base", "finetune", "oracle", "unlearn", "metrics", "analysis")
-DATA_SOURCES = ("generated",)
+DATA_SOURCES = ("generated", "mllmu", "umu", "fiu")   # benchmarks: mmunlearn.data.sources.SOURCES
 TIES = ("ordinal", "average")
 
 
@@ -146,8 +146,18 @@ def _validate_data(params: dict) -> None:
     data = params["data"]
     if not isinstance(data, dict):
         raise ParamError("data", data, "must be a mapping")
-    if _get(params, "data.source") not in DATA_SOURCES:
+    source = _get(params, "data.source")
+    if source not in DATA_SOURCES:
         raise ParamError("data.source", data["source"], f"unknown source (one of {', '.join(DATA_SOURCES)})")
+    source_dir = data.get("source_dir", "")
+    if source_dir is not None and not isinstance(source_dir, str):
+        raise ParamError("data.source_dir", source_dir,
+                         "must be a directory path (a string; '' for the generated source)")
+    if source != "generated" and not (source_dir or "").strip():
+        raise ParamError("data.source_dir", source_dir,
+                         f"data.source={source} needs the path of a local copy of the benchmark")
+    if "source_holdout" in data:
+        _ratio("data.source_holdout", data["source_holdout"])
     size = _int("data.image_size", _get(params, "data.image_size"), lo=64)
     if size % 8:
         raise ParamError("data.image_size", size, "must be a multiple of 8")

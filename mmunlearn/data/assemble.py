@@ -1,4 +1,8 @@
-"""Stage `assemble`: profiles -> splits -> rendered documents -> QA -> stats, written atomically."""
+"""Stage `assemble`: profiles -> splits -> rendered documents -> QA -> stats, written atomically.
+
+`data.source` = `generated` builds the ICU-Bench-style dataset below; a benchmark name
+(`mmunlearn.data.sources.SOURCES`) converts the local copy at `data.source_dir` instead.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +14,7 @@ from mmunlearn.data.qa import build_qa
 from mmunlearn.data.render import render_all
 from mmunlearn.data.schema import DOMAINS, FORMS, SPLITS, VIEWS
 from mmunlearn.data.splits import assign_splits
+from mmunlearn.errors import UserError
 from mmunlearn.io import atomic_dir, write_json, write_parquet
 from mmunlearn.params import data_scale
 
@@ -45,6 +50,9 @@ def dataset_stats(profiles: pd.DataFrame, qa: pd.DataFrame) -> dict:
 def assemble(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     """Write data/profiles.parquet, data/qa.parquet, data/images/ and outputs/dataset_stats.json."""
     root = Path(root)
+    source = params["data"].get("source", "generated")
+    if source != "generated":
+        return assemble_source(params, root, source)
     profiles, qa = build_tables(params)
     records = profiles.to_dict("records")
     with atomic_dir(root / "data" / "images") as tmp:
@@ -54,5 +62,30 @@ def assemble(params: dict, root: str | Path = ".", progress: bool = True) -> dic
     write_parquet(root / "data" / "profiles.parquet", profiles)
     write_parquet(root / "data" / "qa.parquet", qa)
     stats = dataset_stats(profiles, qa)
+    write_json(root / "outputs" / "dataset_stats.json", stats)
+    return stats
+
+
+def source_path(params: dict, root: str | Path = ".") -> Path:
+    """`data.source_dir` (relative paths are relative to the repository root), checked to be a
+    non-empty directory; otherwise a one-line UserError naming the key and the path."""
+    raw = params["data"].get("source_dir") or ""
+    source = params["data"].get("source")
+    if not str(raw).strip():
+        raise UserError(f"params: data.source_dir={raw!r}: data.source={source} needs the path of a local copy "
+                        "of the benchmark")
+    path = Path(raw) if Path(raw).is_absolute() else Path(root) / raw
+    if not path.is_dir():
+        raise UserError(f"params: data.source_dir={raw!r}: directory {path} not found")
+    if not any(path.iterdir()):
+        raise UserError(f"params: data.source_dir={raw!r}: directory {path} is empty")
+    return path
+
+
+def assemble_source(params: dict, root: Path, source: str) -> dict:
+    """Convert the benchmark copy at data.source_dir (mmunlearn.data.sources) and write the stats."""
+    from mmunlearn.data.sources import convert
+
+    stats = convert(params, source_path(params, root), root)
     write_json(root / "outputs" / "dataset_stats.json", stats)
     return stats

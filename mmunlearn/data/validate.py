@@ -3,6 +3,15 @@
 Checks that are not plain column properties (split leakage, task disjointness, options, masks)
 are computed as small derived tables first, then asserted with ordinary GX expectations, so
 every failure is reported the GX way: expectation, column, offending ids.
+
+Structural checks (schema, non-null, unique ids, value sets, options, leakage, disjoint tasks,
+readable images) apply to every `data.source`. Checks that only hold for generated documents
+apply only to `data.source == "generated"`: counts equal to the scale preset (profiles, QA, images,
+task sizes, split sizes, 16 QA per profile), every `vqa_masked` image really hiding its field with
+the identity cue intact, the per-domain image variants, every document field filled and unique
+names. A converted benchmark instead must give every profile at least one image and one question,
+number its forget tasks 1..N (N <= the preset's forget_tasks) and fill the name and maskable
+fields (the slots its questions are filed under, see mmunlearn.data.sources).
 """
 from __future__ import annotations
 
@@ -116,11 +125,13 @@ def _task_table(profiles: pd.DataFrame) -> pd.DataFrame:
     return forget.groupby("task", sort=True).agg(n_profiles=("profile_id", "size")).reset_index()
 
 
-def _split_size_table(profiles: pd.DataFrame, sc: dict, params: dict) -> pd.DataFrame:
+def _split_size_table(profiles: pd.DataFrame, sc: dict, params: dict, counts: bool = True) -> pd.DataFrame:
+    """Profiles per split against the preset (`counts`, generated only) and per static split
+    against its ratio of the trained profiles."""
     trained = int((profiles.split != "holdout").sum())
     rows = [{"split": s, "n_profiles": int((profiles.split == s).sum()),
              "expected": {"forget": sc["forget_profiles"], "retain": sc["retain_profiles"],
-                          "holdout": sc["holdout"]}[s]} for s in SPLITS]
+                          "holdout": sc["holdout"]}[s]} for s in SPLITS] if counts else []
     for bench in ("fiu", "umu"):
         for r in params["data"][f"{bench}_ratios"]:
             col = static_split_name(bench, r)
@@ -145,20 +156,25 @@ def build_checks(params: dict, profiles: pd.DataFrame, qa: pd.DataFrame, data_di
 
     E = gx.expectations
     sc = data_scale(params)
+    generated = params["data"].get("source", "generated") == "generated"
     size = int(params["data"]["image_size"])
     n_profiles = sc["profiles"]
     n_images = sum(images_per_profile(d) for d in DOMAINS) * sc["profiles_per_domain"]
+    prof = profiles.drop(columns=["images"]).assign(n_images=profiles["images"].map(len))
+    if not generated:
+        n_qa = qa.groupby("profile_id").size()
+        prof = prof.assign(n_qa=[int(n_qa.get(p, 0)) for p in profiles.profile_id])
     tables = {
-        "profiles": profiles.drop(columns=["images"]).assign(n_images=profiles["images"].map(len)),
+        "profiles": prof,
         "qa": qa.assign(answer_length=qa.answer.fillna("").str.strip().str.len(),
                         expected_image=[image_name(p, FULL if v == "vqa_full" else f) if v != "text" else None
                                         for p, v, f in zip(qa.profile_id, qa.view, qa.field)]),
         "membership": _membership_table(qa, profiles),
         "tasks": _task_table(profiles),
         "options": _options_table(qa),
-        "masks": _mask_table(profiles, data_dir),
+        **({"masks": _mask_table(profiles, data_dir)} if generated else {}),
         "images": _image_table(profiles, data_dir, size),
-        "split_sizes": _split_size_table(profiles, sc, params),
+        "split_sizes": _split_size_table(profiles, sc, params, counts=generated),
     }
     pc = "profile_id"
     static = [static_split_name("fiu", r) for r in params["data"]["fiu_ratios"]] + \
@@ -167,7 +183,8 @@ def build_checks(params: dict, profiles: pd.DataFrame, qa: pd.DataFrame, data_di
         Check("qa_schema", "qa", E.ExpectTableColumnsToMatchSet(column_set=QA_COLUMNS + ["answer_length", "expected_image"], exact_match=True), "qa_id"),
         Check("profiles_schema", "profiles", E.ExpectTableColumnsToMatchSet(
             column_set=["profile_id", "domain", "cue", "split", "task", "n_images", *static,
-                        *dict.fromkeys(FIELDS["medical"] + FIELDS["labor"])], exact_match=True), pc),
+                        *dict.fromkeys(FIELDS["medical"] + FIELDS["labor"]),
+                        *([] if generated else ["n_qa"])], exact_match=True), pc),
         Check("profile_count", "profiles", E.ExpectTableRowCountToEqual(value=n_profiles), pc),
         Check("qa_count", "qa", E.ExpectTableRowCountToEqual(value=n_profiles * QA_PER_PROFILE), "qa_id"),
         Check("image_count", "images", E.ExpectTableRowCountToEqual(value=n_images), "image"),
@@ -232,7 +249,7 @@ def build_checks(params: dict, profiles: pd.DataFrame, qa: pd.DataFrame, data_di
         Check("vqa_masked_cue_intact", "masks", E.ExpectColumnValuesToBeInSet(column="cue_intact", value_set=[True]), "image"),
     ]
     for d in DOMAINS:
-        for f in FIELDS[d]:
+        for f in FIELDS[d] if generated else MASKABLE[d]:
             checks.append(Check(f"{d}_{f}_not_null", "profiles", E.ExpectColumnValuesToNotBeNull(
                 column=f, row_condition=(C("domain") == d)), pc))
     for col in ("qa_id", "profile_id", "domain", "field", "view", "form", "question", "answer", "pair_id", "split", "task"):
@@ -240,7 +257,27 @@ def build_checks(params: dict, profiles: pd.DataFrame, qa: pd.DataFrame, data_di
     for col in static:
         checks.append(Check(f"{col}_excludes_holdout", "profiles", E.ExpectColumnValuesToBeInSet(
             column=col, value_set=[False], row_condition=(C("split") == "holdout")), pc))
+    if not generated:
+        n_tasks = int(profiles.task.max()) if len(profiles) else 0
+        checks = [c for c in checks if c.name not in GENERATED_ONLY]
+        checks += [
+            Check("forget_task_count", "tasks", E.ExpectTableRowCountToEqual(value=n_tasks), "task"),
+            Check("forget_tasks_numbered_from_1", "tasks", E.ExpectColumnValuesToBeBetween(
+                column="task", min_value=1, max_value=max(1, n_tasks)), "task"),
+            Check("forget_task_size", "tasks", E.ExpectColumnValuesToBeBetween(column="n_profiles", min_value=1), "task"),
+            Check("profile_has_image", "profiles", E.ExpectColumnValuesToBeBetween(column="n_images", min_value=1), pc),
+            Check("profile_has_qa", "profiles", E.ExpectColumnValuesToBeBetween(column="n_qa", min_value=1), pc),
+        ]
     return tables, [c for c in checks if c is not None]
+
+
+# Checks that only make sense for generated documents (counts of the scale presets, masked
+# variants, rendered fields); a converted benchmark gets structural replacements instead.
+GENERATED_ONLY = frozenset({
+    "profile_count", "qa_count", "image_count", "forget_task_count", "forget_task_size",
+    "images_per_profile_medical", "images_per_profile_labor", "name_unique",
+    "vqa_masked_field_hidden", "vqa_masked_cue_intact",
+})
 
 
 PROFILE_REQUIRED = ("profile_id", "domain", "cue", "split", "task", "images")
