@@ -1,0 +1,12 @@
+"""Unimodal (classification) branches compared with the multimodal runs (SPEC sections 8-9).
+
+`cifar`: CIFAR-10 class / random-subset forgetting with a small CNN, the classifier versions of
+the section 6 losses (`methods.CLASSIFIER_METHODS`) and the section 7 metrics from
+`mmunlearn.metrics`; `run_branch` returns rows of `unimodal_results.json`.
+"""
+from mmunlearn.unimodal.cifar import (DEFAULT_CFG, SETTINGS, load_cifar10, run_branch, run_seed,
+                                      validate_cfg, write_cifar10)
+from mmunlearn.unimodal.methods import CLASSIFIER_METHODS
+
+__all__ = ["CLASSIFIER_METHODS", "DEFAULT_CFG", "SETTINGS", "load_cifar10", "run_branch", "run_seed",
+           "validate_cfg", "write_cifar10"]
