@@ -117,6 +117,17 @@ def released_pipeline(smoke_pipeline, tmp_path_factory) -> Path:
     shutil.copytree(smoke_pipeline, repo, symlinks=True)
     set_param(repo, "methods", RELEASED_METHODS)
     set_param(repo, "method", "npo")
+    # a tiny CIFAR-10 copy in the standard pickle format feeds the unimodal branch
+    from mmunlearn.unimodal import write_cifar10
+    from tests.test_cifar import synthetic, tiny_cfg
+
+    cifar = write_cifar10(repo.parent / "cifar-10-batches-py", *synthetic(20, 1), *synthetic(6, 2))
+    set_param(repo, "unimodal.cifar10_dir", str(cifar))
+    for key, value in tiny_cfg().items():
+        if key != "unlearn":
+            set_param(repo, f"unimodal.cifar.{key}", value)
+    set_param(repo, "unimodal.cifar.unlearn.lr", 0.001)
+    set_param(repo, "unimodal.cifar.unlearn.steps", 10)
     run(["dvc", "repro"], repo)
     run("git add -A && git commit -qm released", repo)
     return repo

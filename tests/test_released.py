@@ -44,6 +44,11 @@ def test_seven_released_files_with_released_keys(released_pipeline):
         assert key in analysis
     assert set(analysis["finding3_reliability"]) == set(METRICS)
     assert set(analysis["continual"]) == set(RELEASED_METHODS)
+    modality = analysis["finding2_modality_compare"]
+    assert all(isinstance(modality[k], float) for k in ("multimodal_mean_tau", "unimodal_mean_tau", "delta"))
+    unimodal = load(released_pipeline, "outputs/unimodal_results.json")
+    assert {r["dataset"] for r in unimodal} == {"cifar10_class", "cifar10_random"}
+    assert all(RELEASED_ROW <= set(r) for r in unimodal)
     blip2 = load(released_pipeline, "outputs/blip2_minimal_summary.json")
     assert {"blip2_results", "blip2_tau", "llava_tau_reference", "contradiction_replicated"} <= set(blip2)
     assert blip2["llava_tau_reference"]["FA_AD"] == round(tau["tau_matrix"][0][3], 2)

@@ -59,18 +59,21 @@ def continual_matrices(docs: list[dict]) -> dict:
     return out
 
 
-def run(params: dict, eval_root="outputs/eval", out_dir="outputs/analysis") -> dict:
+def run(params: dict, eval_root="outputs/eval", out_dir="outputs/analysis",
+        unimodal_path="outputs/unimodal/results.json") -> dict:
     from mmunlearn.analysis import analyze
 
     docs = model_results(params, eval_root)
     rows = released_rows(docs)
     # AD, JS and the oracle distance need an oracle: rows without one cannot be ranked on them
     frame = pd.DataFrame(rows).dropna(subset=list(RELEASED[3:]))
-    res = analyze(frame, None, ties=params["analysis"]["ties"],
+    unimodal = json.loads(Path(unimodal_path).read_text()) if Path(unimodal_path).is_file() else []
+    res = analyze(frame, pd.DataFrame(unimodal) if unimodal else None, ties=params["analysis"]["ties"],
                   draws=int(params["analysis"]["stability_draws"]), seed=int(params["seed"]))
     res["analysis_results"]["continual"] = continual_summary(docs)
     out = Path(out_dir)
     write_json(out / "multimodal_results.json", rows)
+    write_json(out / "unimodal_results.json", unimodal)
     write_json(out / "kr_pilot.json", kr_samples(docs))
     write_json(out / "continual.json", continual_matrices(docs))
     for name, obj in res.items():
