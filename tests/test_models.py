@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mmunlearn.models.base import chat_corpus
-from mmunlearn.models.encode import collate, encode, file_images
-from mmunlearn.models.engine import evaluate, generate, generate_per_sample
+from mmunlearn.models.encode import collate, encode, file_images, prompt
+from mmunlearn.models.engine import evaluate, generate, generate_per_sample, score
 from mmunlearn.models.finetune import add_lora
 from mmunlearn.models.scoring import answer_nll, sequence_logprob
 from mmunlearn.models.tiny import build_tiny_llava
@@ -111,6 +111,69 @@ def test_batched_engine_equals_per_sample(tiny, rows, images):
         np.testing.assert_allclose(a, b, atol=1e-5)
         np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-4)
     assert (ev.frame.chosen_option >= 0).sum() == sum(r["form"] == "classification" for r in rows)
+
+
+def test_optimised_scoring_equals_plain_path(tiny, rows, images, monkeypatch):
+    """Image features once per distinct image + parallel batch streams == the plain forward pass
+    (vision tower on every row's pixels, one stream), for every field of Scores."""
+    model, processor = tiny
+    refs = [r["image"] for r in rows if isinstance(r.get("image"), str) and r["image"]]
+    assert len(set(refs)) < len(refs), "fixture should ask several questions about one image"
+    enc = encode(processor, rows, images)
+    # prompts on an image already processed are tokenized without the processor: same ids
+    for row, ids, n in zip(rows, enc.input_ids, enc.prompt_len):
+        if isinstance(row.get("image"), str) and row["image"]:
+            ref = processor(text=[prompt(processor, row)], images=[images(row["image"])], return_tensors="pt")
+            assert ids[:n] == ref["input_ids"][0].tolist()
+            assert torch.equal(enc.pixels[row["image"]]["pixel_values"], ref["pixel_values"])
+    pad = processor.tokenizer.pad_token_id
+    plain = score(model, enc, pad, batch_size=5, keep_dist=True, reuse_images=False, workers=1)
+    seen = []
+    inner = model.get_image_features
+
+    def counting(pixel_values, **kw):
+        seen.append(pixel_values.shape[0])
+        return inner(pixel_values=pixel_values, **kw)
+
+    monkeypatch.setattr(model, "get_image_features", counting)
+    one = score(model, enc, pad, batch_size=5, keep_dist=True, workers=1)
+    assert sum(seen) <= len(set(refs)) + 1  # + the one-row self-check (first call per model)
+    two = score(model, enc, pad, batch_size=5, keep_dist=True, workers=2)
+    for fast in (one, two):
+        assert np.array_equal(fast.exact, plain.exact) and np.array_equal(fast.n_tokens, plain.n_tokens)
+        for f in ("logprob_sum", "max_prob", "neg_entropy", "margin", "hidden"):
+            np.testing.assert_allclose(getattr(fast, f), getattr(plain, f), rtol=1e-5, atol=1e-5, err_msg=f)
+        for f in ("token_logprobs", "token_zpp", "dist"):
+            for a, b in zip(getattr(fast, f), getattr(plain, f)):
+                assert a.dtype == b.dtype and a.shape == b.shape
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=f)
+        assert all(np.array_equal(a, b) for a, b in zip(fast.token_ids, plain.token_ids))
+    assert score(model, enc, pad, hidden_layer=None).hidden.shape == (len(rows), 0)
+
+
+def test_shared_prompt_option_scoring_equals_full(tiny, rows, images):
+    """Classification: prompt once with every option packed after it == each option sequence scored
+    in full (summed log-probabilities to 1e-4, same chosen option)."""
+    from mmunlearn.models import engine
+
+    model, processor = tiny
+    cls = [r for r in rows if r["form"] == "classification"]
+    assert cls
+    pad = processor.tokenizer.pad_token_id
+    flat = [(r, o) for r in cls for o in r["options"]]
+    enc = encode(processor, [r for r, _ in flat], images, answers=[o for _, o in flat])
+    full = score(model, enc, pad, batch_size=5, hidden_layer=None, reuse_images=False, answer_tail=False, workers=1)
+    heads = [k for k in range(len(flat)) if k == 0 or flat[k][0] is not flat[k - 1][0]]
+    penc = engine.Encoded(input_ids=[enc.input_ids[k] for k in heads], prompt_len=[enc.prompt_len[k] for k in heads],
+                          image=[enc.image[k] for k in heads], pixels=enc.pixels)
+    targets = [[enc.input_ids[k][enc.prompt_len[k]:] for k in range(h, h + len(flat[h][0]["options"]))] for h in heads]
+    for workers in (1, 2):
+        packed = np.concatenate(engine._packed_option_sums(model, penc, targets, pad, 3, workers))
+        np.testing.assert_allclose(packed, full.logprob_sum, rtol=1e-5, atol=1e-4)
+    shared = engine.choose_options(model, processor, cls, images, batch_size=3)
+    assert engine._SHARED_OK.get(model) is True
+    assert np.array_equal(shared, engine.choose_options(model, processor, cls, images, batch_size=3,
+                                                        shared_prompt=False))
 
 
 def test_memorising_model_scores_its_answers(tiny, rows, images):

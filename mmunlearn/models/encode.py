@@ -46,6 +46,9 @@ class Encoded:
     prompt_len: list[int] = field(default_factory=list)
     image: list[str | None] = field(default_factory=list)
     pixels: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    # token id -> multimodal token type, for processors that return `mm_token_type_ids` (Qwen2-VL's
+    # M-RoPE needs them); empty otherwise
+    mm_types: dict[int, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -63,7 +66,7 @@ def file_images(data_dir: str | Path) -> Callable[[str], Image.Image]:
 def _split_images(feats: dict, n: int) -> list[dict[str, torch.Tensor]]:
     """Per-image slices of a batched processor output (stacked pixels, or flattened patches
     with `image_grid_thw` as in Qwen2-VL)."""
-    extra = {k: v for k, v in feats.items() if k not in ("input_ids", "attention_mask")}
+    extra = {k: v for k, v in feats.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
     if "image_grid_thw" in extra:
         sizes = extra["image_grid_thw"].prod(-1).tolist()
         pix = torch.split(extra["pixel_values"], sizes, dim=0)
@@ -71,11 +74,24 @@ def _split_images(feats: dict, n: int) -> list[dict[str, torch.Tensor]]:
     return [{k: v[i:i + 1] for k, v in extra.items()} for i in range(n)]
 
 
+def _image_placeholder(processor) -> tuple[str, int] | None:
+    """The processor's image placeholder token and its id, where it has one."""
+    token = getattr(processor, "image_token", None)
+    if not isinstance(token, str) or not token:
+        return None
+    token_id = getattr(processor, "image_token_id", None)
+    if token_id is None:
+        token_id = processor.tokenizer.convert_tokens_to_ids(token)
+    return (token, int(token_id)) if isinstance(token_id, int) else None
+
+
 def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image],
            answers: Sequence[str] | None = None, chunk: int = 32) -> Encoded:
     """Encode rows; `answers` overrides the target text (e.g. one row per classification option,
-    or refusals for PO). Prompts go through the processor in batches; each distinct
-    (image, prompt) pair is processed once."""
+    or refusals for PO). Prompts go through the processor in batches; each distinct image is
+    loaded and processed once: further prompts on an image already processed are tokenized with
+    its placeholder expanded as the processor did (checked against the processor's own ids for
+    that image; prompts where the check fails go through the processor)."""
     tok = processor.tokenizer
     out = Encoded()
     texts = [prompt(processor, row) for row in rows]
@@ -89,6 +105,10 @@ def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image]
         enc_plain = tok([texts[first[k]] for k in plain], add_special_tokens=False)["input_ids"]
         ids_by_key.update(zip(plain, enc_plain))
     visual = [k for k in todo if refs[first[k]] is not None]
+    lead: dict[str, str] = {}  # image -> the first prompt key on it (goes through the processor)
+    for k in visual:
+        lead.setdefault(refs[first[k]], k)
+    leads = list(lead.values())
 
     def process(part: list[str]):
         names = [refs[first[k]] for k in part]
@@ -96,14 +116,40 @@ def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image]
                           return_tensors="pt", padding=True)
         return part, names, feats
 
-    # PIL decoding and resizing release the GIL: two chunks in flight use both cores
-    with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
-        for part, names, feats in pool.map(process, [visual[s:s + chunk] for s in range(0, len(visual), chunk)]):
-            mask = feats["attention_mask"].bool()
-            for j, k in enumerate(part):
-                ids_by_key[k] = feats["input_ids"][j][mask[j]].tolist()
-            for name, pix in zip(names, _split_images(feats, len(part))):
-                out.pixels.setdefault(name, pix)
+    def run(keys_: list[str]) -> None:
+        # PIL decoding and resizing release the GIL: two chunks in flight use both cores
+        with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
+            for part, names, feats in pool.map(process, [keys_[s:s + chunk] for s in range(0, len(keys_), chunk)]):
+                mask = feats["attention_mask"].bool()
+                for j, k in enumerate(part):
+                    ids_by_key[k] = feats["input_ids"][j][mask[j]].tolist()
+                if "mm_token_type_ids" in feats:
+                    typed = mask & (feats["mm_token_type_ids"] != 0)
+                    out.mm_types.update(zip(feats["input_ids"][typed].tolist(), feats["mm_token_type_ids"][typed].tolist()))
+                for name, pix in zip(names, _split_images(feats, len(part))):
+                    out.pixels.setdefault(name, pix)
+
+    run(leads)
+    rest = [k for k in visual if lead[refs[first[k]]] != k]
+    placeholder = _image_placeholder(processor) if rest else None
+    if placeholder is not None:
+        # The processor expands the image's single placeholder into one token per image feature
+        # (LLaVA, Qwen2-VL); that expansion, tokenized, must reproduce the processor's ids for the
+        # image's first prompt before the image's other prompts are tokenized the same way.
+        token, token_id = placeholder
+        n_tokens = {refs[first[k]]: ids_by_key[k].count(token_id) for k in leads}
+
+        def expand(k: str) -> str | None:
+            text, n = texts[first[k]], n_tokens[refs[first[k]]]
+            return text.replace(token, token * n) if n and text.count(token) == 1 else None
+
+        check = [k for k in leads if expand(k) is not None]
+        got = tok([expand(k) for k in check])["input_ids"] if check else []
+        ok = {refs[first[k]] for k, g in zip(check, got) if list(g) == ids_by_key[k]}
+        fast = [k for k in rest if refs[first[k]] in ok and expand(k) is not None]
+        if fast:
+            ids_by_key.update((k, list(g)) for k, g in zip(fast, tok([expand(k) for k in fast])["input_ids"]))
+    run([k for k in rest if k not in ids_by_key])
     out.prompt_len = [len(ids_by_key[k]) for k in keys]
     out.image = refs
     out.input_ids = [ids_by_key[k] for k in keys]
@@ -115,7 +161,8 @@ def retarget(enc: Encoded, tok, answers: Sequence[str]) -> Encoded:
     target_ids = tok([" " + str(a) for a in answers], add_special_tokens=False)["input_ids"]
     return Encoded(input_ids=[ids[:n] + tgt + [tok.eos_token_id]
                               for ids, n, tgt in zip(enc.input_ids, enc.prompt_len, target_ids)],
-                   prompt_len=list(enc.prompt_len), image=list(enc.image), pixels=enc.pixels)
+                   prompt_len=list(enc.prompt_len), image=list(enc.image), pixels=enc.pixels,
+                   mm_types=dict(enc.mm_types))
 
 
 def collate(enc: Encoded, idx: Sequence[int], pad_id: int, side: str = "left",
@@ -135,6 +182,11 @@ def collate(enc: Encoded, idx: Sequence[int], pad_id: int, side: str = "left",
         if with_answer:
             labels[r, off + enc.prompt_len[i]: off + len(s)] = torch.tensor(s[enc.prompt_len[i]:])
     batch = {"input_ids": ids, "attention_mask": mask}
+    if enc.mm_types:
+        types = torch.zeros_like(ids)
+        for token_id, kind in enc.mm_types.items():
+            types[(ids == token_id) & mask.bool()] = kind
+        batch["mm_token_type_ids"] = types
     if with_answer:
         batch["labels"] = labels
     imgs = [enc.image[i] for i in idx if enc.image[i] is not None]

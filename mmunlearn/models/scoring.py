@@ -9,18 +9,19 @@ import torch
 
 from mmunlearn.models.encode import IGNORE
 
-MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "image_sizes")
+MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "image_sizes", "mm_token_type_ids")
 
 
 def model_inputs(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k in MODEL_KEYS}
 
 
-def forward_answers(model, batch: dict, **kwargs):
-    """(outputs, logits [B, K-1, V] predicting the answer slots, targets [B, K-1], mask [B, K-1])."""
+def forward_answers(model, batch: dict, inputs: dict | None = None, **kwargs):
+    """(outputs, logits [B, K-1, V] predicting the answer slots, targets [B, K-1], mask [B, K-1]).
+    `inputs` replaces the model inputs taken from `batch` (e.g. precomputed image features)."""
     labels = batch["labels"]
     k = int((labels != IGNORE).sum(1).max()) + 1
-    out = model(**model_inputs(batch), logits_to_keep=k, **kwargs)
+    out = model(**(model_inputs(batch) if inputs is None else inputs), logits_to_keep=k, **kwargs)
     logits = out.logits[:, :-1].float()
     targets = labels[:, -(k - 1):]
     mask = targets != IGNORE
