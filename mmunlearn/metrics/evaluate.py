@@ -163,7 +163,7 @@ def _repeat(enc, idx: list[int], tok, answers: list[str]):
     from mmunlearn.models.encode import Encoded, retarget
 
     sub = Encoded(input_ids=[enc.input_ids[i] for i in idx], prompt_len=[enc.prompt_len[i] for i in idx],
-                  image=[enc.image[i] for i in idx], pixels=enc.pixels)
+                  image=[enc.image[i] for i in idx], pixels=enc.pixels, mm_types=enc.mm_types)
     return retarget(sub, tok, answers)
 
 
