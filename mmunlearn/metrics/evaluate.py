@@ -16,7 +16,6 @@ All logit-based metrics read from those passes:
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass

@@ -135,6 +135,24 @@ def image_bytes(value: Any, source: str, where: str) -> bytes:
     raise source_error(source, f"{where}: image has no bytes")
 
 
+def read_persons(frames, questions, name, source: str) -> tuple[list[Person], int]:
+    """One Person per distinct `ID` over (dataframe, directory) pairs, first occurrence kept, in
+    natural ID order; `questions(row, where)` -> (questions, skipped), `name(row, sid)` -> name.
+    Returns (persons, skipped questions)."""
+    persons, skipped, seen = [], 0, set()
+    for df, where in frames:
+        for row in df.to_dict("records"):
+            sid = str(row["ID"])
+            if sid in seen:
+                continue
+            seen.add(sid)
+            qs, bad = questions(row, f"{where} ID {sid}")
+            skipped += bad
+            persons.append(Person(sid, name(row, sid), image_bytes(row["image"], source, f"{where} ID {sid}"), qs))
+    persons.sort(key=lambda p: natural_key(p.source_id))
+    return persons, skipped
+
+
 def choice(options: Any, answer: Any, fallback: Any = None) -> tuple[str, list[str]] | None:
     """(answer text, 4 option texts in A-D order) of a multiple-choice item, or None when the item
     does not give 4 distinct options with the answer among them. `answer` may be a letter ('B',

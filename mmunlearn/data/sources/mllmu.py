@@ -32,9 +32,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mmunlearn.data.sources.common import (Person, Question, SourceData, choice, image_bytes, natural_key,
-                                           pair_by_position, plain, read_parquet_dir, source_error, split_dirs,
-                                           structure, text)
+from mmunlearn.data.sources.common import (Question, SourceData, choice, read_persons, pair_by_position,
+                                           plain, read_parquet_dir, source_error, split_dirs, structure, text)
 
 NAME = "mllmu"
 DOMAIN = "labor"   # biographies (employment, birthplace, ...): the contract's person-and-job domain
@@ -60,19 +59,7 @@ def load(src_dir: Path) -> SourceData:
         retain_df = full[~full["ID"].astype(str).isin(set(forget_ids))]
     else:
         raise source_error(NAME, f"{retain_dir}/ not found (nor {src_dir}/Full_Set/): the retain profiles")
-    persons, skipped = [], 0
-    seen: set[str] = set()
-    for df, where in ((forget_df, forget_dir), (retain_df, retain_dir)):
-        for row in df.to_dict("records"):
-            sid = str(row["ID"])
-            if sid in seen:
-                continue
-            seen.add(sid)
-            questions, bad = _questions(row, f"{where} ID {sid}")
-            skipped += bad
-            image = image_bytes(row["image"], NAME, f"{where} ID {sid}")
-            persons.append(Person(sid, _name(row, sid), image, questions))
-    persons.sort(key=lambda p: natural_key(p.source_id))
+    persons, skipped = read_persons(((forget_df, forget_dir), (retain_df, retain_dir)), _questions, _name, NAME)
     return SourceData(persons, forget_ids, [], DOMAIN, {"forget_set": forget_dir.name, "holdout": "retain share"},
                       skipped)
 

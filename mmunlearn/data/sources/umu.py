@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmunlearn.data.sources.common import (Person, Question, SourceData, choice, image_bytes, natural_key,
-                                           read_parquet_dir, source_error, split_dirs, structure, text)
+from mmunlearn.data.sources.common import (Question, SourceData, choice, read_persons, read_parquet_dir,
+                                           source_error, split_dirs, structure, text)
 
 NAME = "umu"
 DOMAIN = "labor"   # biographies (employment, birthplace, ...): the contract's person-and-job domain
@@ -52,17 +52,8 @@ def load(src_dir: Path) -> SourceData:
         raise source_error(NAME, f"{retain_dir}/ not found: the retain profiles of {forget_dir.name}")
     forget_df = read_parquet_dir(forget_dir, REQUIRED, NAME)
     retain_df = read_parquet_dir(retain_dir, REQUIRED, NAME)
-    persons, skipped, seen = [], 0, set()
-    for df, where in ((forget_df, forget_dir), (retain_df, retain_dir)):
-        for row in df.to_dict("records"):
-            sid = str(row["ID"])
-            if sid in seen:
-                continue
-            seen.add(sid)
-            questions, bad = _questions(row, f"{where} ID {sid}")
-            skipped += bad
-            persons.append(Person(sid, sid, image_bytes(row["image"], NAME, f"{where} ID {sid}"), questions))
-    persons.sort(key=lambda p: natural_key(p.source_id))
+    persons, skipped = read_persons(((forget_df, forget_dir), (retain_df, retain_dir)), _questions,
+                                    lambda row, sid: sid, NAME)
     return SourceData(persons, [str(i) for i in forget_df["ID"]], [], DOMAIN,
                       {"forget_set": forget_dir.name, "holdout": "retain share"}, skipped)
 
