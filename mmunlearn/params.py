@@ -140,6 +140,26 @@ def validate(params: Any) -> None:
     ties = _get(params, "analysis.ties")
     if ties not in TIES:
         raise ParamError("analysis.ties", ties, f"unknown tie rule (one of {', '.join(TIES)})")
+    if "crossarch" in params:
+        validate_crossarch(params["crossarch"])
+
+
+def validate_crossarch(cfg: Any) -> dict:
+    """The optional `crossarch` section (stage crossarch: a second VLM family)."""
+    keys = ("model", "methods", "variant")
+    if not isinstance(cfg, dict) or sorted(cfg) != sorted(keys):
+        raise ParamError("crossarch", cfg, f"must be a mapping with keys {list(keys)}")
+    if not isinstance(cfg["model"], str) or not cfg["model"]:
+        raise ParamError("crossarch.model", cfg["model"], "must be a preset name or a checkpoint path/id")
+    methods = cfg["methods"]
+    if not isinstance(methods, list) or len(methods) < 2 or len(set(methods)) != len(methods):
+        raise ParamError("crossarch.methods", methods, "must list at least two distinct methods")
+    for m in methods:
+        if m not in METHODS:
+            raise ParamError("crossarch.methods", m, f"unknown method (one of {', '.join(METHODS)})")
+    if cfg["variant"] not in ("icu", "fiu", "umu"):
+        raise ParamError("crossarch.variant", cfg["variant"], "must be one of icu, fiu, umu")
+    return cfg
 
 
 def _validate_data(params: dict) -> None:
@@ -200,6 +220,9 @@ def _per_scale(key: str, value: Any, check) -> None:
             if scale not in value:
                 raise ParamError(f"{key}.{scale}", None, "missing")
             check(f"{key}.{scale}", value[scale])
+        extra = sorted(set(value) - set(SCALES))
+        if extra:
+            raise ParamError(f"{key}.{extra[0]}", value[extra[0]], f"unknown scale (one of {', '.join(SCALES)})")
     else:
         check(key, value)
 

@@ -1,5 +1,5 @@
-"""Stage evaluate@<method> (every metric of each unlearned model) and, with --baselines, stage
-evaluate_baselines (the fine-tuned model and the oracles)."""
+"""Stage evaluate_baselines (`--baselines`: the fine-tuned model and the oracles); `--method <m>`
+re-evaluates existing checkpoints of one method (stage unlearn@<m> does it after unlearning)."""
 import argparse
 
 from mmunlearn.params import ParamError

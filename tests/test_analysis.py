@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import t as student_t
@@ -356,3 +357,29 @@ def test_cli_non_numeric_value_named(tmp_path):
 def test_cli_out_without_results_is_an_error(tmp_path):
     proc = _cli("--out", str(tmp_path))
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --out needs --results"
+
+
+def test_blip2_summary_taus_ties_and_contradiction():
+    """Two methods, FA tied: FA pairs undefined (null), RA-AD becomes the primary pair; RA and AD
+    both higher for finetune_retain -> oriented tau(RA, AD) = -1 -> the contradiction replicates."""
+    from mmunlearn.export import blip2_summary
+
+    names = ["FA", "RA", "MIA", "AD", "JS"]
+    ref = np.eye(5)
+    ref[0, 1] = ref[1, 0] = 0.8512
+    ref[0, 3] = ref[3, 0] = -0.2593
+    analysis = {"finding1_tau_matrix": {"metric_names": names, "tau_matrix": ref.tolist()}}
+    rows = [{"model": "tiny-blip2", "dataset": "umu", "method": "ga", "seed": 0, "FA": 0.5, "RA": 0.6, "AD": 1.9},
+            {"model": "tiny-blip2", "dataset": "umu", "method": "finetune_retain", "seed": 0, "FA": 0.5, "RA": 0.63,
+             "AD": 44.8}]
+    s = blip2_summary(analysis, rows)
+    assert s["blip2_tau"] == {"FA_RA": None, "FA_AD": None, "RA_AD": -1.0, "primary_pair": "RA,AD (FA tied)",
+                              "primary_tau": -1.0}
+    assert s["fa_tied"] is True and s["contradiction_replicated"] is True
+    assert s["llava_tau_reference"] == {"FA_RA": 0.85, "FA_AD": -0.26, "RA_AD": 0.0}
+    # FA no longer tied: lower FA (better) for ga, lower AD (better) for ga -> tau(FA, AD) = +1: agreement
+    rows[1]["FA"] = 0.7
+    s = blip2_summary(analysis, rows)
+    assert s["blip2_tau"]["FA_AD"] == 1.0 and s["blip2_tau"]["primary_pair"] == "FA,AD"
+    assert s["contradiction_replicated"] is False and s["fa_tied"] is False
+    assert blip2_summary(analysis, [])["contradiction_replicated"] is None

@@ -10,16 +10,17 @@ from mmunlearn.data import assemble as assemble_mod
 from tests.conftest import run
 
 
-def test_repro_then_noop(repo):
+def test_repro_then_noop(repo, smoke_params):
+    n = 2 * smoke_params["data"]["scales"]["smoke"]["profiles_per_domain"]
     stages = run(["dvc", "stage", "list"], repo).stdout
     assert "assemble" in stages and "validate" in stages
     run(["dvc", "repro", "validate"], repo)
     stats = json.loads((repo / "outputs" / "dataset_stats.json").read_text())
-    assert stats["profiles"] == 40
+    assert stats["profiles"] == n
     out = run(["dvc", "repro", "validate"], repo).stdout
     assert "didn't change" in out and "Running stage" not in out
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
-    assert find(metrics, "outputs/dataset_stats.json")["data"]["qa"] == 40 * 16
+    assert find(metrics, "outputs/dataset_stats.json")["data"]["qa"] == n * smoke_params["data"]["qa_per_profile"]
 
 
 def find(tree, key):
@@ -37,10 +38,10 @@ def find(tree, key):
 def test_exp_run_changes_only_what_params_touch(repo):
     run(["dvc", "repro", "validate"], repo)
     run("git add -A && git commit -qm data", repo)
-    proc = run(["dvc", "exp", "run", "-S", "data.scales.smoke.holdout=6", "validate"], repo)
+    proc = run(["dvc", "exp", "run", "-S", "data.scales.smoke.holdout=4", "validate"], repo)
     assert "Running stage 'assemble'" in proc.stdout
     profiles = pd.read_parquet(repo / "data" / "profiles.parquet")
-    assert (profiles.split == "holdout").sum() == 6
+    assert (profiles.split == "holdout").sum() == 4
     assert json.loads((repo / "outputs" / "validation.json").read_text())["success"]
 
 

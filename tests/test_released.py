@@ -47,11 +47,18 @@ def test_seven_released_files_with_released_keys(released_pipeline):
     modality = analysis["finding2_modality_compare"]
     assert all(isinstance(modality[k], float) for k in ("multimodal_mean_tau", "unimodal_mean_tau", "delta"))
     unimodal = load(released_pipeline, "outputs/unimodal_results.json")
-    assert {r["dataset"] for r in unimodal} == {"cifar10_class", "cifar10_random"}
+    assert {r["dataset"] for r in unimodal} == {"text_icu", "text_fiu", "text_umu", "cifar10_class", "cifar10_random"}
     assert all(RELEASED_ROW <= set(r) for r in unimodal)
     blip2 = load(released_pipeline, "outputs/blip2_minimal_summary.json")
     assert {"blip2_results", "blip2_tau", "llava_tau_reference", "contradiction_replicated"} <= set(blip2)
     assert blip2["llava_tau_reference"]["FA_AD"] == round(tau["tau_matrix"][0][3], 2)
+    # rows from the tiny BLIP-2 of stage crossarch, one per method of `crossarch.methods`
+    assert [(r["model"], r["method"]) for r in blip2["blip2_results"]] == [
+        ("tiny-blip2", "ga"), ("tiny-blip2", "finetune_retain")]
+    for r in blip2["blip2_results"]:
+        assert all(isinstance(r[k], float) for k in ("FA", "RA", "AD", "retrained_distance"))
+    assert set(blip2["blip2_tau"]) == {"FA_RA", "FA_AD", "RA_AD", "primary_pair", "primary_tau"}
+    assert blip2["contradiction_replicated"] in (True, False) or blip2["blip2_tau"]["primary_tau"] is None
     kr = load(released_pipeline, "outputs/kr_pilot_results.json")
     for sample in kr:
         assert {"sample_id", "question", "answer", "direct_prediction", "direct_correct", "fa_correct",
@@ -123,5 +130,5 @@ def test_evaluation_is_deterministic(released_pipeline, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(released_pipeline, repo, symlinks=True)
     before = (repo / "outputs" / "eval" / "ga" / "fiu_seed0.json").read_bytes()
-    run(["dvc", "repro", "-f", "-s", "evaluate@ga"], repo)
+    run(["dvc", "repro", "-f", "-s", "unlearn@ga"], repo)
     assert (repo / "outputs" / "eval" / "ga" / "fiu_seed0.json").read_bytes() == before

@@ -39,14 +39,40 @@ def tau_pairs(analysis: dict) -> dict:
 
 
 def blip2_summary(analysis: dict, rows: list[dict] | None = None) -> dict:
-    """Cross-architecture summary in the released shape; without BLIP-2 rows it says so."""
-    return {
-        "blip2_results": rows or [],
-        "blip2_tau": {"FA_RA": None, "FA_AD": None, "RA_AD": None},
-        "llava_tau_reference": tau_pairs(analysis),
-        "contradiction_replicated": None,
-        "note": "cross-architecture (tiny-blip2) branch not run in this pipeline configuration",
-    }
+    """Cross-architecture summary in the released shape: Kendall tau of the oriented method
+    rankings by FA, RA and AD over the branch's rows (ties averaged, so a pair with a tied metric
+    is undefined: null), the main run's taus for reference, and whether the contradiction
+    replicates (the primary pair's tau is negative; RA-AD is primary when FA is tied)."""
+    ref = tau_pairs(analysis)
+    if not rows:
+        return {"blip2_results": [], "blip2_tau": {"FA_RA": None, "FA_AD": None, "RA_AD": None,
+                                                   "primary_pair": None, "primary_tau": None},
+                "llava_tau_reference": ref, "contradiction_replicated": None, "fa_tied": None,
+                "note": "cross-architecture branch not run in this pipeline configuration"}
+    import pandas as pd
+
+    from mmunlearn.analysis.agreement import tau_matrix
+    from mmunlearn.analysis.table import num
+
+    frame = pd.DataFrame(rows)
+    names = ("FA", "RA", "AD")
+    tau, _ = tau_matrix(frame, ties="average", metrics=names)
+    taus = {f"{a}_{b}": (None if num(tau[names.index(a), names.index(b)]) is None
+                         else round(float(tau[names.index(a), names.index(b)]), 4)) for a, b in PAIRS}
+    fa_tied = bool(any(g["FA"].duplicated().any() for _, g in frame.groupby(["dataset", "seed"])))
+    primary = "FA,AD" if taus["FA_AD"] is not None else ("RA,AD (FA tied)" if taus["RA_AD"] is not None else None)
+    primary_tau = taus["FA_AD"] if primary == "FA,AD" else taus["RA_AD"] if primary else None
+    replicated = None if primary_tau is None else bool(primary_tau < 0)
+    model = ", ".join(sorted({str(r.get("model", "")) for r in rows}))
+    methods = sorted({r["method"] for r in rows})
+    note = (f"{len(methods)}-method minimal validation on {model} ({', '.join(methods)}; datasets "
+            f"{', '.join(sorted({str(r['dataset']) for r in rows}))}). Taus use averaged ranks: a pair with a tied "
+            f"metric is undefined (null). " +
+            ("No primary pair is defined (FA and RA tied)." if primary is None else
+             f"Primary signal: tau({primary}) = {primary_tau}; contradiction "
+             f"{'replicated' if replicated else 'not replicated'} (output-surface metric vs oracle-alignment AD)."))
+    return {"blip2_results": rows, "blip2_tau": {**taus, "primary_pair": primary, "primary_tau": primary_tau},
+            "llava_tau_reference": ref, "contradiction_replicated": replicated, "fa_tied": fa_tied, "note": note}
 
 
 def plot_data(analysis: dict, weights: dict, continual: dict, out: Path) -> None:
@@ -138,7 +164,7 @@ def _fmt(v) -> str:
 
 
 def release(params: dict, analysis_dir="outputs/analysis", out_dir="outputs",
-            stats_path="outputs/dataset_stats.json") -> dict:
+            stats_path="outputs/dataset_stats.json", crossarch_path="outputs/crossarch/results.json") -> dict:
     a = Path(analysis_dir)
     out = Path(out_dir)
     analysis = _load(a / "analysis_results.json")
@@ -153,7 +179,8 @@ def release(params: dict, analysis_dir="outputs/analysis", out_dir="outputs",
         "ranking_table.json": ranking,
         "analysis_results.json": analysis,
         "kr_pilot_results.json": _load(a / "kr_pilot.json"),
-        "blip2_minimal_summary.json": blip2_summary(analysis),
+        "blip2_minimal_summary.json": blip2_summary(
+            analysis, _load(Path(crossarch_path)) if Path(crossarch_path).is_file() else None),
     }
     for name, obj in docs.items():
         write_json(out / name, obj)

@@ -1,8 +1,10 @@
 """MANU: prune the neurons most specific to the forget set; no gradient step.
 
-For every MLP neuron (input channels of the vision tower's `fc2` and the language model's
-`down_proj`), importance statistics on forget and on retain activations: mean |a|, activation
-frequency (share of tokens with a > 0), std and rms. Score
+For every MLP neuron (input channels of the MLP output projections `fc2` / `down_proj` of the
+vision encoder and of the language model, located with `arch.model_parts`: LLaVA's vision_tower
+and language_model, BLIP-2's vision_model and language_model; the projector, BLIP-2's Q-Former
+included, is left alone), importance statistics on forget and on retain activations: mean |a|,
+activation frequency (share of tokens with a > 0), std and rms. Score
 S = sum_m w_m (I_m^f / (I_m^r + eps) - 1); the top-k % neurons by S are zeroed (their column of
 the effective output weight), cumulatively over continual tasks.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from mmunlearn.methods.base import Method, register
+from mmunlearn.models.arch import in_part, require_parts
 
 STATS = ("mean_abs", "frequency", "std", "rms")
 PRUNABLE = ("fc2", "down_proj")
@@ -20,10 +23,18 @@ PEFT_PREFIX = "base_model.model."
 
 
 def mlp_outputs(model) -> dict[str, torch.nn.Module]:
-    """The MLP output projections whose input channels are the neurons, by name in the
-    underlying transformers model (the same with or without a peft wrapper)."""
-    return {n.removeprefix(PEFT_PREFIX): m for n, m in model.named_modules()
-            if n.rsplit(".", 1)[-1] in PRUNABLE and hasattr(m, "in_features")}
+    """The MLP output projections of the vision and language parts whose input channels are the
+    neurons, by name in the underlying transformers model (the same with or without a peft
+    wrapper); a model without both parts is refused with a clear error."""
+    parts = require_parts(model, "manu", ("vision", "language"))
+    roots = parts["vision"] + parts["language"]
+    return {n: m for n, m in named_modules(model).items()
+            if n.rsplit(".", 1)[-1] in PRUNABLE and hasattr(m, "in_features") and in_part(n, roots)}
+
+
+def named_modules(model) -> dict[str, torch.nn.Module]:
+    """Modules by name in the underlying transformers model (peft prefix removed)."""
+    return {n.removeprefix(PEFT_PREFIX): m for n, m in model.named_modules()}
 
 
 @torch.no_grad()
@@ -45,7 +56,7 @@ def neuron_stats(model, batches, modules: dict[str, torch.nn.Module]) -> dict[st
         hooks.append(mod.register_forward_pre_hook(hook))
     try:
         for batch in batches:
-            model(**model_inputs(batch))
+            model(**model_inputs(batch, model))
     finally:
         for h in hooks:
             h.remove()
@@ -79,7 +90,7 @@ def select_top(scores: dict[str, torch.Tensor], k: float, exclude: dict[str, set
 
 def install_pruning(model, pruned: dict[str, list[int]]) -> list:
     """Zero the pruned input channels of each MLP output projection during forward passes."""
-    modules = mlp_outputs(model)
+    modules = named_modules(model)
     hooks = []
     for name, idx in pruned.items():
         if not idx:
@@ -95,7 +106,7 @@ def install_pruning(model, pruned: dict[str, list[int]]) -> list:
 
 def apply_pruning(model, pruned: dict[str, list[int]]) -> None:
     """Zero the pruned columns of a merged model's MLP output weights (same effect as the hooks)."""
-    modules = mlp_outputs(model)
+    modules = named_modules(model)
     with torch.no_grad():
         for name, idx in pruned.items():
             if idx:

@@ -143,12 +143,12 @@ def save_checkpoint(model, pruned: dict | None, path: Path) -> None:
 
 def unlearn(params: dict, method_name: str, base_dir="models/base", finetuned_dir="models/finetuned",
             data_dir="data", out_root="models/unlearned", metrics_dir="outputs/unlearn",
-            progress: bool = True) -> dict:
+            progress: bool = True, variants=VARIANTS) -> dict:
     data_dir = Path(data_dir)
     qa = pd.read_parquet(data_dir / "qa.parquet")
     profiles = pd.read_parquet(data_dir / "profiles.parquet")
     result: dict = {}
-    for variant in VARIANTS:
+    for variant in variants:
         with atomic_dir(Path(out_root) / variant / method_name) as tmp:
             for seed in params["seeds"]:
                 result.setdefault(variant, {})[str(seed)] = run_sequence(

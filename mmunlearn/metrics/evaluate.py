@@ -1,4 +1,5 @@
-"""Stages `evaluate@<method>` and `evaluate_baselines`: every metric of SPEC section 7.
+"""Every metric of SPEC section 7: for `unlearn@<method>` (after unlearning, same process) and
+stage `evaluate_baselines`.
 
 Per unlearned model (the last checkpoint of each variant and seed) the batched engine makes one
 teacher-forced pass (plus greedy generation for ROUGE) over its forget, retain and holdout rows;
@@ -73,12 +74,13 @@ class Evaluator:
     """Shared state of one evaluation process: data, processor, encodings (made once, reused by
     every model) and the metrics params."""
 
-    def __init__(self, params: dict, base_dir="models/base", data_dir="data", progress: bool = False):
+    def __init__(self, params: dict, base_dir="models/base", data_dir="data", progress: bool = False,
+                 oracle_root="models/oracle"):
         from mmunlearn.models.encode import file_images
         from mmunlearn.models.vlm import base_source
 
         self.params, self.progress = params, progress
-        self.base_dir, self.data_dir = Path(base_dir), Path(data_dir)
+        self.base_dir, self.data_dir, self.oracle_root = Path(base_dir), Path(data_dir), Path(oracle_root)
         self.qa = pd.read_parquet(self.data_dir / "qa.parquet")
         self.profiles = pd.read_parquet(self.data_dir / "profiles.parquet")
         self.pools = option_pools(self.profiles)
@@ -330,7 +332,7 @@ def evaluate_model(ev: Evaluator, model, variant: str, seed: int, oracle=None, o
 def oracle_for(ev: Evaluator, variant: str):
     """(oracle model, its pass over the variant's forget rows) or (None, None)."""
     name = oracle_name(ev.params, variant, ev.n_tasks)
-    path = Path("models/oracle") / name if name else None
+    path = ev.oracle_root / name if name else None
     if path is None or not path.is_dir():
         return None, None, name
     oracle = ev.load(path)
@@ -372,18 +374,20 @@ def strip(res: dict) -> dict:
 
 
 def evaluate_method(params: dict, method: str, unlearned_root="models/unlearned", out_root="outputs/eval",
-                    progress: bool = True) -> dict:
+                    progress: bool = True, variants=VARIANTS, base_dir="models/base", oracle_root="models/oracle",
+                    data_dir="data", kr: bool = True) -> dict:
     """One JSON per unlearned model (last checkpoint of each variant and seed) under
     outputs/eval/<method>/ with the released row (dataset, method, seed, FA, RA, MIA, AD, JS,
-    retrained_distance) and every other metric."""
+    retrained_distance) and every other metric. KR and the continual matrix need the fine-tuned
+    model's per-row correctness (`evaluate_baselines`); `kr=False` skips both."""
     from mmunlearn.io import atomic_dir
 
-    ev = Evaluator(params, progress=progress)
-    ft_rows = pd.read_parquet(Path(out_root) / "baselines" / "finetuned_rows.parquet")
-    ft_correct = dict(zip(ft_rows.qa_id, ft_rows.correct.astype(bool)))
+    ev = Evaluator(params, base_dir=base_dir, data_dir=data_dir, progress=progress, oracle_root=oracle_root)
+    ft_rows = pd.read_parquet(Path(out_root) / "baselines" / "finetuned_rows.parquet") if kr else None
+    ft_correct = dict(zip(ft_rows.qa_id, ft_rows.correct.astype(bool))) if kr else None
     summary = {}
     with atomic_dir(Path(out_root) / method) as tmp:
-        for variant in VARIANTS:
+        for variant in variants:
             oracle, opass, oname = oracle_for(ev, variant)
             for seed in params["seeds"]:
                 t0 = time.perf_counter()
@@ -391,7 +395,7 @@ def evaluate_method(params: dict, method: str, unlearned_root="models/unlearned"
                 last = sorted(p for p in root.iterdir() if p.is_dir())[-1]
                 model = ev.load(last)
                 res = evaluate_model(ev, model, variant, int(seed), oracle, opass, ft_correct)
-                cont = continual(ev, root, res["_forget_pass"], model, ft_rows) if variant == "icu" else None
+                cont = continual(ev, root, res["_forget_pass"], model, ft_rows) if variant == "icu" and kr else None
                 res = strip(res)
                 row = {"dataset": variant, "method": method, "seed": int(seed),
                        **{k: res[k] for k in HEADLINE},

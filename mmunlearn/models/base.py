@@ -38,14 +38,15 @@ def public_dataset(private: pd.DataFrame, per_domain: int, seed: int, image_size
     return build_qa(profiles, seed + PUBLIC_SEED_SALT).to_dict("records"), images
 
 
-def chat_corpus(rows: list[dict]) -> list[str]:
-    """The exact strings the model will see (chat template + answer + EOS), for the tokenizer."""
+def chat_corpus(rows: list[dict], preset: str = "tiny-llava") -> list[str]:
+    """The exact strings the model will see (the preset's chat template + answer + EOS), for the
+    tokenizer."""
     import jinja2
 
     from mmunlearn.models.encode import user_message
-    from mmunlearn.models.tiny import CHAT_TEMPLATE
+    from mmunlearn.models.tiny import chat_template
 
-    template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(CHAT_TEMPLATE)
+    template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(chat_template(preset))
     out = []
     for r in rows:
         messages = [user_message(r),
@@ -73,14 +74,14 @@ def build_base(params: dict, out_dir: str | Path = "models/base", data_dir: str 
 
     from mmunlearn.models.encode import encode
     from mmunlearn.models.engine import evaluate
-    from mmunlearn.models.tiny import build_tiny_llava
+    from mmunlearn.models.tiny import build_tiny
     from mmunlearn.models.train import train
 
     cfg = params["base"]
     private = pd.read_parquet(Path(data_dir) / "profiles.parquet", columns=["name", "cue"])
     rows, images = public_dataset(private, by_scale(cfg["public_profiles_per_domain"], params),
                                   seed, int(params["data"]["image_size"]))
-    model, processor = build_tiny_llava(chat_corpus(rows), seed, model_id)
+    model, processor = build_tiny(chat_corpus(rows, model_id), seed, model_id)
     enc = encode(processor, rows, images.__getitem__)
     t0 = time.perf_counter()
     train(model, enc, processor.tokenizer.pad_token_id,

@@ -35,7 +35,10 @@ def user_message(row: dict) -> dict:
 
 
 def prompt(processor, row: dict) -> str:
-    return processor.apply_chat_template([user_message(row)], add_generation_prompt=True, tokenize=False)
+    """The chat-templated prompt; with the tokenizer's template where the processor has none
+    (Blip2Processor does not keep a saved template when loaded)."""
+    owner = processor if getattr(processor, "chat_template", None) else processor.tokenizer
+    return owner.apply_chat_template([user_message(row)], add_generation_prompt=True, tokenize=False)
 
 
 @dataclass
@@ -77,6 +80,7 @@ def _split_images(feats: dict, n: int) -> list[dict[str, torch.Tensor]]:
 def _image_placeholder(processor) -> tuple[str, int] | None:
     """The processor's image placeholder token and its id, where it has one."""
     token = getattr(processor, "image_token", None)
+    token = getattr(token, "content", token)  # Blip2Processor keeps an AddedToken
     if not isinstance(token, str) or not token:
         return None
     token_id = getattr(processor, "image_token_id", None)
@@ -134,14 +138,17 @@ def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image]
     placeholder = _image_placeholder(processor) if rest else None
     if placeholder is not None:
         # The processor expands the image's single placeholder into one token per image feature
-        # (LLaVA, Qwen2-VL); that expansion, tokenized, must reproduce the processor's ids for the
-        # image's first prompt before the image's other prompts are tokenized the same way.
+        # (LLaVA, Qwen2-VL), or prepends them to a prompt without one (BLIP-2: one per query);
+        # that expansion, tokenized, must reproduce the processor's ids for the image's first
+        # prompt before the image's other prompts are tokenized the same way.
         token, token_id = placeholder
         n_tokens = {refs[first[k]]: ids_by_key[k].count(token_id) for k in leads}
 
         def expand(k: str) -> str | None:
             text, n = texts[first[k]], n_tokens[refs[first[k]]]
-            return text.replace(token, token * n) if n and text.count(token) == 1 else None
+            if n and text.count(token) == 1:
+                return text.replace(token, token * n)
+            return token * n + text if n and not text.count(token) else None
 
         check = [k for k in leads if expand(k) is not None]
         got = tok([expand(k) for k in check])["input_ids"] if check else []

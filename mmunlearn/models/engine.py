@@ -12,7 +12,10 @@ and dropped where the check fails, so any checkpoint loaded through the Auto* cl
 batches of similar length split over two single-threaded streams on CPU; the vision tower runs
 once per distinct image (`mm_encoder_outputs`); the last decoder layer's position-wise blocks run
 on the answer positions only; vision layers after `vision_feature_layer` are skipped; the options
-of a classification row are packed after one copy of its prompt.
+of a classification row are packed after one copy of its prompt. BLIP-2 takes every part but the
+vision-layer skip (its Q-Former reads the vision tower's last layer): the features reused per image
+are its Q-Former queries after the language projection, and the last decoder layer is its language
+model's; a batch without images gets the features of zero images (`arch.no_image_inputs`).
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mmunlearn.models.arch import generate as arch_generate
+from mmunlearn.models.arch import language_hidden_states, model_parts, needs_image_features
 from mmunlearn.models.encode import IGNORE, Encoded, collate, encode
 from mmunlearn.models.scoring import forward_answers, model_inputs
 
@@ -83,7 +88,8 @@ class ImageFeatures:
     batch that needs them to the last (uses are counted ahead over the planned batches), within
     `budget_bytes`; beyond it they are recomputed. `inputs(batch, idx)` returns the model inputs of
     a collated batch with the pixels replaced by the features (the plain inputs where the model
-    does not return one feature tensor per image)."""
+    does not return one feature tensor per image), passed back as the model returned them: its
+    output type (BLIP-2's carries Q-Former fields) and a list (LLaVA) or one stacked tensor (BLIP-2)."""
 
     def __init__(self, model, enc: Encoded, batches: Sequence[Sequence[int]], budget_bytes: int = 256 << 20):
         self.model, self.enc, self.budget = _unwrap(model), enc, budget_bytes
@@ -94,10 +100,13 @@ class ImageFeatures:
         self.cache: dict[str, torch.Tensor] = {}
         self.size = 0
         self.enabled = True
+        self.output_type, self.stacked = None, False
 
     def _features(self, names: Sequence[str]) -> list[torch.Tensor] | None:
         pix = {k: torch.cat([self.enc.pixels[n][k] for n in names], dim=0) for k in self.enc.pixels[names[0]]}
-        feats = getattr(self.model.get_image_features(**pix, return_dict=True), "pooler_output", None)
+        out = self.model.get_image_features(**pix, return_dict=True)
+        feats = getattr(out, "pooler_output", None)
+        self.output_type, self.stacked = type(out), isinstance(feats, torch.Tensor)
         if isinstance(feats, torch.Tensor):
             feats = list(feats)
         if not isinstance(feats, (list, tuple)) or len(feats) != len(names):
@@ -107,7 +116,7 @@ class ImageFeatures:
     def inputs(self, batch: dict, idx: Sequence[int]) -> dict:
         names = [self.enc.image[i] for i in idx if self.enc.image[i] is not None]
         if not names or not self.enabled:
-            return model_inputs(batch)
+            return model_inputs(batch, self.model)
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         distinct = list(dict.fromkeys(names))
@@ -117,7 +126,7 @@ class ImageFeatures:
             new = self._features(need)
             if new is None:
                 self.enabled = False
-                return model_inputs(batch)
+                return model_inputs(batch, self.model)
             feats.update(zip(need, new))
         for n in distinct:  # keep what later batches need, drop what they do not
             self.uses[n] = self.uses.get(n, 1) - 1
@@ -128,7 +137,11 @@ class ImageFeatures:
                 self.cache[n] = feats[n]
                 self.size += feats[n].nbytes
         inputs = {k: v for k, v in model_inputs(batch).items() if k != "pixel_values"}
-        inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=[feats[n] for n in names])}
+        if needs_image_features(self.model):
+            inputs["pixel_values"] = None  # a required argument of BLIP-2's forward
+        pooled = [feats[n] for n in names]
+        wrap = self.output_type or BaseModelOutputWithPooling
+        inputs["mm_encoder_outputs"] = {"image": wrap(pooler_output=torch.stack(pooled) if self.stacked else pooled)}
         return inputs
 
 
@@ -141,9 +154,14 @@ def _tail_modules(model, hidden_layer: int | None) -> list[torch.nn.Module]:
     """Position-wise blocks of the last decoder layer (query / output projections, MLP), when
     nothing `score` keeps needs that layer's output outside the answer positions: logits are taken
     at the last K positions only, and the pooled hidden state (`hidden_layer`) comes from an
-    earlier layer. The layer's keys and values still cover every position."""
+    earlier layer. The layer's keys and values still cover every position. The decoder is looked
+    up one level further where the first one is a causal LM (BLIP-2's `language_model`)."""
     get = getattr(_unwrap(model), "get_decoder", None)
-    layers = getattr(get(), "layers", None) if callable(get) else None
+    decoder = get() if callable(get) else None
+    layers = getattr(decoder, "layers", None)
+    inner_get = getattr(decoder, "get_decoder", None)
+    if layers is None and callable(inner_get):
+        layers = getattr(inner_get(), "layers", None)
     if not isinstance(layers, torch.nn.ModuleList) or not len(layers):
         return []
     if hidden_layer is not None:
@@ -158,12 +176,13 @@ def _tail_modules(model, hidden_layer: int | None) -> list[torch.nn.Module]:
 
 def _unused_vision_layers(model) -> list[torch.nn.Module]:
     """Vision encoder layers after the one whose hidden states the projector reads
-    (`vision_feature_layer`, LLaVA-style: e.g. -2 leaves the last layer unused)."""
+    (`vision_feature_layer`, LLaVA-style: e.g. -2 leaves the last layer unused; BLIP-2 has none)."""
     inner = _unwrap(model)
     config = getattr(inner, "config", None)
     feature = getattr(config, "vision_feature_layer", None)
     depth = getattr(getattr(config, "vision_config", None), "num_hidden_layers", None)
-    tower = next((m for name, m in inner.named_modules() if name.rsplit(".", 1)[-1] == "vision_tower"), None)
+    vision = model_parts(inner)["vision"]
+    tower = inner.get_submodule(vision[0]) if len(vision) == 1 else None
     if tower is None or not isinstance(depth, int) or depth < 1:
         return []
     feature = [feature] if isinstance(feature, int) else list(feature) if isinstance(feature, (list, tuple)) else []
@@ -301,8 +320,8 @@ def _fast_ok(model, enc: Encoded, order: Sequence[int], pad_id: int, hidden_laye
                 fast = forward_answers(model, batch, inputs, output_hidden_states=want)
             ok = torch.allclose(plain[1], fast[1], rtol=1e-5, atol=1e-5)
             if ok and want:
-                ok = torch.allclose(plain[0].hidden_states[hidden_layer], fast[0].hidden_states[hidden_layer],
-                                    rtol=1e-5, atol=1e-5)
+                ok = torch.allclose(language_hidden_states(plain[0])[hidden_layer],
+                                    language_hidden_states(fast[0])[hidden_layer], rtol=1e-5, atol=1e-5)
         except (TypeError, ValueError, RuntimeError, IndexError, AttributeError, KeyError):
             ok = False
         done[key] = bool(ok)
@@ -334,7 +353,7 @@ def _batch_scores(model, batch: dict, inputs: dict | None, hidden_layer: int | N
         "pooled": None,
     }
     if hidden_layer is not None:
-        hs = res.hidden_states[hidden_layer]
+        hs = language_hidden_states(res)[hidden_layer]
         am = batch["attention_mask"].unsqueeze(-1).to(hs.dtype)
         res_["pooled"] = ((hs * am).sum(1) / am.sum(1)).float().cpu().numpy()
     return res_
@@ -571,7 +590,7 @@ def _packed_option_sums(model, penc: Encoded, targets: Sequence[Sequence[Sequenc
                          if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
                 batch.update(input_ids=ids, attention_mask=mask)
                 with _fast_batch(plan, keep):
-                    inputs = feats[w].inputs(batch, idx) if feats[w] is not None else model_inputs(batch)
+                    inputs = feats[w].inputs(batch, idx) if feats[w] is not None else model_inputs(batch, model)
                     logits = model(**inputs, position_ids=pos, logits_to_keep=keep).logits
                 lp = torch.log_softmax(logits.float(), dim=-1)[r_, c_, t_].double().cpu().numpy()
                 emit(idx, lp)
@@ -669,8 +688,8 @@ def generate(model, processor, enc: Encoded, batch_size: int = 64, max_new_token
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         batch = collate(enc, idx, tok.pad_token_id, side="left", with_answer=False)
-        gen = model.generate(**model_inputs(batch), max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        gen = arch_generate(model, model_inputs(batch), max_new_tokens=max_new_tokens, do_sample=False,
+                            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         new = gen[:, batch["input_ids"].shape[1]:]
         for r, i in enumerate(idx):
             texts[i] = tok.decode(new[r], skip_special_tokens=True).strip()
@@ -694,8 +713,8 @@ def generate_per_sample(model, processor, rows: Sequence[dict], images: Callable
             inputs = processor(text=[text], images=[images(row["image"])], return_tensors="pt")
         else:
             inputs = tok([text], return_tensors="pt", add_special_tokens=False)
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        out = arch_generate(model, dict(inputs), max_new_tokens=max_new_tokens, do_sample=False,
+                            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         texts.append(tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
     model.train(was_training)
     return texts

@@ -22,6 +22,13 @@ VIEWS_REPORTED = ("text", "vqa_masked", "vqa_full")
 
 
 def add_lora(model, params: dict):
+    """LoRA on every module whose name ends in one of `finetune.lora.target_modules`. With the
+    default Llama-style names this adapts the language model's attention and MLP projections; the
+    vision side only where it shares those names (tiny-llava's CLIP q/k/v_proj). tiny-blip2's
+    vision encoder (qkv, projection, fc1/fc2) and Q-Former (query/key/value, dense) have other
+    names, so its adapters sit in the language model alone: its frozen Q-Former, trained in
+    `base`, already passes the identity cue on (the preset memorises), and the oracle distance
+    (`metrics.evaluate.target_weights`) compares exactly the adapted weights."""
     from peft import LoraConfig, get_peft_model
 
     import torch

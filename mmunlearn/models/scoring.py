@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import torch
 
+from mmunlearn.models.arch import no_image_inputs
 from mmunlearn.models.encode import IGNORE
 
 MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "image_sizes", "mm_token_type_ids")
 
 
-def model_inputs(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if k in MODEL_KEYS}
+def model_inputs(batch: dict, model=None) -> dict:
+    """The model inputs of a collated batch; given the `model`, a batch without images gets what
+    that model needs instead (arch.no_image_inputs: BLIP-2 cannot run without image features)."""
+    inputs = {k: v for k, v in batch.items() if k in MODEL_KEYS}
+    if model is not None and "pixel_values" not in inputs:
+        inputs.update(no_image_inputs(model))
+    return inputs
 
 
 def forward_answers(model, batch: dict, inputs: dict | None = None, **kwargs):
@@ -21,7 +27,7 @@ def forward_answers(model, batch: dict, inputs: dict | None = None, **kwargs):
     `inputs` replaces the model inputs taken from `batch` (e.g. precomputed image features)."""
     labels = batch["labels"]
     k = int((labels != IGNORE).sum(1).max()) + 1
-    out = model(**(model_inputs(batch) if inputs is None else inputs), logits_to_keep=k, **kwargs)
+    out = model(**(model_inputs(batch, model) if inputs is None else inputs), logits_to_keep=k, **kwargs)
     logits = out.logits[:, :-1].float()
     targets = labels[:, -(k - 1):]
     mask = targets != IGNORE

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mmunlearn.errors import UserError
 
-TINY_PRESETS = ("tiny-llava",)
+TINY_PRESETS = ("tiny-llava", "tiny-blip2")
 RECORD = "checkpoint.json"
 
 

@@ -1,5 +1,9 @@
-"""Unimodal (classification) branches compared with the multimodal runs (SPEC sections 8-9).
+"""Unimodal branches compared with the multimodal runs (SPEC sections 8-9).
 
+`text` (always run by the stage): the private profiles' text-view questions, a language model
+alone (by default the base VLM's), LoRA fine-tune, oracles, the section 6 methods and the row
+metrics; `text.run_branch` returns rows of `unimodal_results.json` (datasets `text_icu`,
+`text_fiu`, `text_umu`).
 `cifar`: CIFAR-10 class / random-subset forgetting with a small CNN, the classifier versions of
 the section 6 losses (`methods.CLASSIFIER_METHODS`) and the section 7 metrics from
 `mmunlearn.metrics`; `run_branch` returns rows of `unimodal_results.json`.
