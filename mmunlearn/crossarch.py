@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 
 from mmunlearn.io import atomic_dir, write_json
 from mmunlearn.params import validate_crossarch
@@ -30,34 +29,53 @@ def branch_params(params: dict) -> dict:
     return p
 
 
+def _train(args: tuple) -> dict:
+    """Fine-tuning or the oracles of the branch (independent given the base model)."""
+    from mmunlearn.models.finetune import finetune, train_oracles
+
+    what, p, base, data_dir, out, metrics_path, progress = args
+    if what == "finetune":
+        return finetune(p, base_dir=base, data_dir=data_dir, out_dir=out, metrics_path=metrics_path, progress=progress)
+    return train_oracles(p, base_dir=base, data_dir=data_dir, out_root=out, metrics_path=metrics_path)
+
+
+def _method(args: tuple) -> dict:
+    from mmunlearn.branch import run_branch
+
+    p, method, variant, tmp, data_dir, progress = args
+    return run_branch(p, method, variants=(variant,), kr=False, workers=1, progress=progress,
+                      base_dir=tmp / "base", finetuned_dir=tmp / "finetuned", data_dir=data_dir,
+                      unlearned_root=tmp / "unlearned", oracle_root=tmp / "oracle", eval_root=tmp / "eval",
+                      metrics_dir=tmp / "metrics" / "unlearn")
+
+
 def run(params: dict, root="models/crossarch", out_path="outputs/crossarch/results.json",
         data_dir="data", progress: bool = True) -> list[dict]:
-    """Rows {model, dataset, method, seed, FA, RA, MIA, AD, JS, retrained_distance} of the branch."""
-    from mmunlearn.methods.runner import unlearn
-    from mmunlearn.metrics.evaluate import evaluate_method
+    """Rows {model, dataset, method, seed, FA, RA, MIA, AD, JS, retrained_distance} of the branch.
+    Fine-tuning and the oracle train side by side, then the methods run side by side
+    (`mmunlearn.parallel`, `unlearn.workers`)."""
     from mmunlearn.models.base import build_base
-    from mmunlearn.models.finetune import finetune, train_oracles
+    from mmunlearn.parallel import run_jobs
 
     cfg = validate_crossarch(params.get("crossarch"))
     p = branch_params(params)
     variant = cfg["variant"]
+    workers = int(params["unlearn"]["workers"])
     rows: list[dict] = []
     t0 = time.perf_counter()
     with atomic_dir(root) as tmp:
-        base, ft, oracle = tmp / "base", tmp / "finetuned", tmp / "oracle"
+        base = tmp / "base"
         m = build_base(p, out_dir=base, data_dir=data_dir, metrics_path=tmp / "metrics" / "base.json",
                        progress=progress)
         print(f"crossarch {cfg['model']}: base {m.get('public_acc')} public accuracy")
-        m = finetune(p, base_dir=base, data_dir=data_dir, out_dir=ft, metrics_path=tmp / "metrics" / "finetune.json",
-                     progress=progress)
+        m, _ = run_jobs(_train, [("finetune", p, base, data_dir, tmp / "finetuned", tmp / "metrics" / "finetune.json",
+                                  progress),
+                                 ("oracle", p, base, data_dir, tmp / "oracle", tmp / "metrics" / "oracle.json",
+                                  progress)], workers)
         print(f"crossarch {cfg['model']}: fine-tuned trained {m['trained_acc']} holdout {m['holdout_acc']}")
-        train_oracles(p, base_dir=base, data_dir=data_dir, out_root=oracle, metrics_path=tmp / "metrics" / "oracle.json")
-        for method in cfg["methods"]:
-            unlearn(p, method, base_dir=base, finetuned_dir=ft, data_dir=data_dir, out_root=tmp / "unlearned",
-                    metrics_dir=tmp / "metrics" / "unlearn", progress=progress, variants=(variant,))
-            summary = evaluate_method(p, method, unlearned_root=tmp / "unlearned", out_root=tmp / "eval",
-                                      progress=progress, variants=(variant,), base_dir=base, oracle_root=oracle,
-                                      data_dir=data_dir, kr=False)
+        summaries = run_jobs(_method, [(p, method, variant, tmp, data_dir, progress) for method in cfg["methods"]],
+                             workers)
+        for summary in summaries:
             for row in summary.values():
                 rows.append({"model": cfg["model"], **row})
     write_json(out_path, rows)

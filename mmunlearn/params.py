@@ -129,6 +129,7 @@ def validate(params: Any) -> None:
             elif k == "batches":
                 _int(f"unlearn.{m}.{k}", v, lo=1)
     _int("unlearn.save_every", _get(params, "unlearn.save_every"), lo=1)
+    _int("unlearn.workers", _get(params, "unlearn.workers"), lo=0)
     _int("unlearn.batch_size", _get(params, "unlearn.batch_size"), lo=1)
     for bench in ("fiu", "umu"):
         r = _get(params, f"unlearn.{bench}_ratio")
@@ -268,6 +269,7 @@ def _validate_training(params: dict) -> None:
                 raise ParamError(f"oracle.stages[{i}]", st, f"only {n_tasks} forget tasks at scale {params['scale']}")
     _int("oracle.workers", _get(params, "oracle.workers"), lo=0)
     _int("metrics.batch_size", _get(params, "metrics.batch_size"), lo=1)
+    _int("metrics.workers", _get(params, "metrics.workers"), lo=0)
     _ratio("metrics.min_k", _get(params, "metrics.min_k"))
     _int("metrics.mia_folds", _get(params, "metrics.mia_folds"), lo=2)
     _int("metrics.relearn_steps", _get(params, "metrics.relearn_steps"), lo=1)

@@ -7,8 +7,7 @@ from stages._cli import main
 
 
 def run(params: dict) -> None:
-    from mmunlearn.methods.runner import unlearn
-    from mmunlearn.metrics.evaluate import evaluate_method
+    from mmunlearn.branch import run_branch
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--method", required=True)
@@ -16,9 +15,7 @@ def run(params: dict) -> None:
     args = ap.parse_args()
     if args.method not in params["methods"]:
         raise ParamError("methods", args.method, "--method is not listed in `methods`")
-    unlearn(params, args.method)
-    if not args.no_evaluate:
-        evaluate_method(params, args.method)
+    run_branch(params, args.method, evaluate=not args.no_evaluate)
 
 
 if __name__ == "__main__":

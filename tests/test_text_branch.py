@@ -36,6 +36,7 @@ def per_scale(value) -> dict:
     ("max_steps", per_scale(0), "unimodal.text.max_steps.smoke"),
     ("eval_retain", per_scale(1), "unimodal.text.eval_retain.smoke"),
     ("threads", 0, "unimodal.text.threads"),
+    ("workers", -1, "unimodal.text.workers"),
     ("model", "/no/such/checkpoint", "unimodal.text.model"),
     ("model", 3, "unimodal.text.model"),
     ("typo", 1, "unimodal.text.typo"),

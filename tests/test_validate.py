@@ -10,7 +10,7 @@ import pytest
 
 from mmunlearn.data.schema import FULL, image_name
 from mmunlearn.data.validate import validate_dataset
-from tests.conftest import make_repo, run, set_param
+from tests.conftest import make_repo, run
 
 
 @pytest.fixture

@@ -141,18 +141,24 @@ def save_checkpoint(model, pruned: dict | None, path: Path) -> None:
             (tmp / PRUNED).write_text(json.dumps(pruned, indent=1, sort_keys=True) + "\n")
 
 
-def unlearn(params: dict, method_name: str, base_dir="models/base", finetuned_dir="models/finetuned",
-            data_dir="data", out_root="models/unlearned", metrics_dir="outputs/unlearn",
-            progress: bool = True, variants=VARIANTS) -> dict:
+def unlearn_variant(params: dict, method_name: str, variant: str, base_dir="models/base",
+                    finetuned_dir="models/finetuned", data_dir="data", out_root="models/unlearned",
+                    progress: bool = True) -> dict[str, list[dict]]:
+    """Every seed of one variant -> models/unlearned/<variant>/<method>/ (written whole or not at
+    all); the per-task logs by seed."""
     data_dir = Path(data_dir)
     qa = pd.read_parquet(data_dir / "qa.parquet")
     profiles = pd.read_parquet(data_dir / "profiles.parquet")
-    result: dict = {}
-    for variant in variants:
-        with atomic_dir(Path(out_root) / variant / method_name) as tmp:
-            for seed in params["seeds"]:
-                result.setdefault(variant, {})[str(seed)] = run_sequence(
-                    method_name, params, variant, int(seed), qa, profiles, Path(base_dir), Path(finetuned_dir),
-                    data_dir, tmp / str(seed), progress)
+    with atomic_dir(Path(out_root) / variant / method_name) as tmp:
+        return {str(seed): run_sequence(method_name, params, variant, int(seed), qa, profiles, Path(base_dir),
+                                        Path(finetuned_dir), data_dir, tmp / str(seed), progress)
+                for seed in params["seeds"]}
+
+
+def unlearn(params: dict, method_name: str, base_dir="models/base", finetuned_dir="models/finetuned",
+            data_dir="data", out_root="models/unlearned", metrics_dir="outputs/unlearn",
+            progress: bool = True, variants=VARIANTS) -> dict:
+    result = {v: unlearn_variant(params, method_name, v, base_dir, finetuned_dir, data_dir, out_root, progress)
+              for v in variants}
     write_json(Path(metrics_dir) / f"{method_name}.json", result)
     return result

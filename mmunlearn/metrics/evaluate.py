@@ -321,7 +321,7 @@ def evaluate_model(ev: Evaluator, model, variant: str, seed: int, oracle=None, o
         out["forget_quality"] = {k: _r(v) for k, v in fq.items()}
     else:
         out.update(AD=None, JS=None, retrained_distance=None, truth_ratio=None, forget_quality=None)
-    out["_forget_pass"] = forget
+    out["_forget_pass"], out["_retain_pass"] = forget, retain
     if kr and finetuned_correct is not None:
         out["kr"] = knowledge_recoverability(ev, model, forget, sets["forget"], finetuned_correct, seed)
         out["KR"] = out["kr"]["relearn"]["kr"]
@@ -339,8 +339,18 @@ def oracle_for(ev: Evaluator, variant: str):
     return oracle, ev.scores(oracle, ev.sets(variant)["forget"], keep_dist=True), name
 
 
-def continual(ev: Evaluator, ckpt_root: Path, final_forget: Pass, final_model, finetuned_rows: pd.DataFrame) -> dict:
-    """A[t][i] (forget accuracy on task i after stage t; stage 0 = fine-tuned) and retained utility."""
+def teacher_forced_correct(frame: pd.DataFrame) -> pd.Series:
+    """Per-row correctness without generation (classification: the chosen option; other forms:
+    teacher-forced exact match), from a pass made with or without generation."""
+    return frame.correct.where(frame.chosen_option >= 0, frame.tf_exact).astype(bool)
+
+
+def continual(ev: Evaluator, ckpt_root: Path, final_forget: Pass, final_retain: Pass,
+              finetuned_rows: pd.DataFrame) -> dict:
+    """A[t][i] (forget accuracy on task i after stage t; stage 0 = fine-tuned) and retained utility
+    on a fixed retain subsample. Every stage is scored the way the fine-tuned model's rows are
+    (`teacher_forced_correct`); the last stage reads the final model's passes (made before KR's
+    relearning changes the model)."""
     n = ev.n_tasks
     sub = ev.retain_subsample()
     sub_ids = [r["qa_id"] for r in sub]
@@ -355,15 +365,18 @@ def continual(ev: Evaluator, ckpt_root: Path, final_forget: Pass, final_model, f
     saved = sorted(int(p.name[4:]) for p in ckpt_root.glob("task*") if p.is_dir())
     for t in saved:
         if t == n:
-            frame, model = final_forget.frame, final_model
+            frame = final_forget.frame
+            retained = teacher_forced_correct(final_retain.frame.set_index("qa_id"))
+            ra[t] = _r(accuracy(retained[sub_ids].to_numpy()))
         else:
             model = ev.load(ckpt_root / f"task{t:03d}")
             frame = ev.run(model, [r for r in ev.rows(ev.profiles.profile_id[(ev.profiles.split == "forget")
                                                                                & (ev.profiles.task <= t)])]).frame
+            ra[t] = _r(accuracy(ev.run(model, sub).frame.correct.to_numpy()))
         tasks = task_of[frame.qa_id].to_numpy()
+        ok = teacher_forced_correct(frame).to_numpy()
         for i in range(1, t + 1):
-            A[t][i] = _r(accuracy(frame.correct.to_numpy()[tasks == i]))
-        ra[t] = _r(accuracy(ev.run(model, sub).frame.correct.to_numpy()))
+            A[t][i] = _r(accuracy(ok[tasks == i]))
     Am = [[A[t][i] for i in range(n + 1)] for t in range(n + 1)]
     return {"A": Am, "retain_accuracy": ra, "saved_stages": saved, "retain_rows": len(sub),
             "metrics": continual_metrics(Am, ra), "matrix": upper_triangular(Am, include_baseline=True)}
@@ -373,68 +386,104 @@ def strip(res: dict) -> dict:
     return {k: v for k, v in res.items() if not k.startswith("_")}
 
 
+def evaluate_variant(ev: Evaluator, method: str, variant: str, unlearned_root="models/unlearned",
+                     ft_rows: pd.DataFrame | None = None) -> dict[str, dict]:
+    """{`<variant>_seed<seed>.json`: document} for the last checkpoint of each seed of one
+    variant: the released row (dataset, method, seed, FA, RA, MIA, AD, JS, retrained_distance)
+    and every other metric. KR and the continual matrix need the fine-tuned model's per-row
+    correctness (`ft_rows`, from `evaluate_baselines`); without it both are skipped."""
+    ft_correct = dict(zip(ft_rows.qa_id, ft_rows.correct.astype(bool))) if ft_rows is not None else None
+    oracle, opass, oname = oracle_for(ev, variant)
+    docs = {}
+    for seed in ev.params["seeds"]:
+        t0 = time.perf_counter()
+        root = Path(unlearned_root) / variant / method / str(seed)
+        last = sorted(p for p in root.iterdir() if p.is_dir())[-1]
+        model = ev.load(last)
+        res = evaluate_model(ev, model, variant, int(seed), oracle, opass, ft_correct)
+        cont = None
+        if variant == "icu" and ft_rows is not None:
+            cont = continual(ev, root, res["_forget_pass"], res["_retain_pass"], ft_rows)
+        res = strip(res)
+        row = {"dataset": variant, "method": method, "seed": int(seed),
+               **{k: res[k] for k in HEADLINE},
+               "KR": res.get("KR"), "KR_probe": res.get("KR_probe"),
+               "ROUGE_forget": res["ROUGE_forget"], "ROUGE_retain": res["ROUGE_retain"]}
+        doc = {"row": row, "checkpoint": str(last), "oracle": oname, "pruned": (last / PRUNED).is_file(), **res}
+        if cont is not None:
+            doc["continual"] = cont
+        docs[f"{variant}_seed{seed}.json"] = doc
+        print(f"[evaluate {method}] {variant} seed {seed}: " + "  ".join(
+            f"{k} {row[k]}" for k in ("FA", "RA", "MIA", "AD", "JS", "KR")) +
+            f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
+    return docs
+
+
+def finetuned_rows(out_root="outputs/eval") -> pd.DataFrame:
+    return pd.read_parquet(Path(out_root) / "baselines" / "finetuned_rows.parquet")
+
+
+def write_method(out_root, method: str, docs: dict[str, dict]) -> dict:
+    """outputs/eval/<method>/ with every document (written whole or not at all); the rows."""
+    from mmunlearn.io import atomic_dir
+
+    with atomic_dir(Path(out_root) / method) as tmp:
+        for name, doc in sorted(docs.items()):
+            write_json(tmp / name, doc)
+    return {f"{d['row']['dataset']}/{d['row']['seed']}": d["row"] for d in docs.values()}
+
+
 def evaluate_method(params: dict, method: str, unlearned_root="models/unlearned", out_root="outputs/eval",
                     progress: bool = True, variants=VARIANTS, base_dir="models/base", oracle_root="models/oracle",
                     data_dir="data", kr: bool = True) -> dict:
-    """One JSON per unlearned model (last checkpoint of each variant and seed) under
-    outputs/eval/<method>/ with the released row (dataset, method, seed, FA, RA, MIA, AD, JS,
-    retrained_distance) and every other metric. KR and the continual matrix need the fine-tuned
-    model's per-row correctness (`evaluate_baselines`); `kr=False` skips both."""
-    from mmunlearn.io import atomic_dir
-
+    """`evaluate_variant` for every variant -> outputs/eval/<method>/; `kr=False` skips KR and the
+    continual matrix (no baselines needed)."""
     ev = Evaluator(params, base_dir=base_dir, data_dir=data_dir, progress=progress, oracle_root=oracle_root)
-    ft_rows = pd.read_parquet(Path(out_root) / "baselines" / "finetuned_rows.parquet") if kr else None
-    ft_correct = dict(zip(ft_rows.qa_id, ft_rows.correct.astype(bool))) if kr else None
-    summary = {}
-    with atomic_dir(Path(out_root) / method) as tmp:
-        for variant in variants:
-            oracle, opass, oname = oracle_for(ev, variant)
-            for seed in params["seeds"]:
-                t0 = time.perf_counter()
-                root = Path(unlearned_root) / variant / method / str(seed)
-                last = sorted(p for p in root.iterdir() if p.is_dir())[-1]
-                model = ev.load(last)
-                res = evaluate_model(ev, model, variant, int(seed), oracle, opass, ft_correct)
-                cont = continual(ev, root, res["_forget_pass"], model, ft_rows) if variant == "icu" and kr else None
-                res = strip(res)
-                row = {"dataset": variant, "method": method, "seed": int(seed),
-                       **{k: res[k] for k in HEADLINE},
-                       "KR": res.get("KR"), "KR_probe": res.get("KR_probe"),
-                       "ROUGE_forget": res["ROUGE_forget"], "ROUGE_retain": res["ROUGE_retain"]}
-                doc = {"row": row, "checkpoint": str(last), "oracle": oname,
-                       "pruned": (last / PRUNED).is_file(), **res}
-                if cont is not None:
-                    doc["continual"] = cont
-                write_json(tmp / f"{variant}_seed{seed}.json", doc)
-                summary[f"{variant}/{seed}"] = row
-                print(f"[evaluate {method}] {variant} seed {seed}: " + "  ".join(
-                    f"{k} {row[k]}" for k in ("FA", "RA", "MIA", "AD", "JS", "KR")) +
-                    f"  ({time.perf_counter() - t0:.1f} s)")
-    return summary
+    ft = finetuned_rows(out_root) if kr else None
+    docs = {}
+    for variant in variants:
+        docs.update(evaluate_variant(ev, method, variant, unlearned_root, ft))
+    return write_method(out_root, method, docs)
+
+
+def _baseline_job(args: tuple) -> dict:
+    """The fine-tuned model's per-row correctness on every trained row (`variant` None), or its
+    metrics on one variant vs the variant's oracle, and the oracle's own."""
+    params, variant = args
+    ev = Evaluator(params)
+    ft = ev.load(Path("models/finetuned"))
+    if variant is None:
+        p = ev.run(ft, ev.qa[ev.qa.split != "holdout"].to_dict("records"))
+        return {"finetuned_rows.parquet": pd.DataFrame({"qa_id": p.frame.qa_id, "correct": p.frame.correct.astype(bool)})}
+    oracle, opass, oname = oracle_for(ev, variant)
+    seed = int(params["seed"])
+    docs = {f"finetuned_{variant}.json": {"oracle": oname, **strip(evaluate_model(ev, ft, variant, seed, oracle, opass, kr=False))}}
+    if oracle is not None:
+        docs[f"oracle_{oname}.json"] = {"variant": variant, **strip(evaluate_model(ev, oracle, variant, seed, kr=False))}
+    return docs
 
 
 def evaluate_baselines(params: dict, out_root="outputs/eval/baselines", progress: bool = True) -> dict:
     """The fine-tuned model (per-row correctness for KR and the continual stage 0; every metric
-    per variant vs its oracle: the no-unlearning reference) and each oracle itself."""
+    per variant vs its oracle: the no-unlearning reference) and each oracle itself; one job per
+    variant side by side (`metrics.workers`)."""
     from mmunlearn.io import atomic_dir
+    from mmunlearn.parallel import run_jobs
 
-    ev = Evaluator(params, progress=progress)
-    ft = ev.load(Path("models/finetuned"))
-    trained = ev.qa[ev.qa.split != "holdout"].to_dict("records")
-    p = ev.run(ft, trained)
+    results = run_jobs(_baseline_job, [(params, v) for v in (None, *VARIANTS)], int(params["metrics"]["workers"]))
     out = {}
     with atomic_dir(out_root) as tmp:
-        write_parquet(tmp / "finetuned_rows.parquet",
-                      pd.DataFrame({"qa_id": p.frame.qa_id, "correct": p.frame.correct.astype(bool)}))
-        for variant in VARIANTS:
-            oracle, opass, oname = oracle_for(ev, variant)
-            res = strip(evaluate_model(ev, ft, variant, int(params["seed"]), oracle, opass, kr=False))
-            out[f"finetuned/{variant}"] = {k: res[k] for k in HEADLINE}
-            write_json(tmp / f"finetuned_{variant}.json", {"oracle": oname, **res})
-            if oracle is not None:
-                ores = strip(evaluate_model(ev, oracle, variant, int(params["seed"]), kr=False))
-                out[f"oracle/{variant}"] = {k: ores[k] for k in ("FA", "RA", "MIA")}
-                write_json(tmp / f"oracle_{oname}.json", {"variant": variant, **ores})
+        for docs in results:
+            for name, doc in docs.items():
+                if name.endswith(".parquet"):
+                    write_parquet(tmp / name, doc)
+                    continue
+                write_json(tmp / name, doc)
+                who = name[:-5].split("_", 1)
+                if who[0] == "finetuned":
+                    out[f"finetuned/{who[1]}"] = {k: doc[k] for k in HEADLINE}
+                else:
+                    out[f"oracle/{doc['variant']}"] = {k: doc[k] for k in ("FA", "RA", "MIA")}
     for k, v in out.items():
         print(f"[baselines] {k}: " + "  ".join(f"{m} {x}" for m, x in v.items()))
     return out

@@ -6,7 +6,9 @@ concatenated along dim 0 at collate time, so no model-specific layout is assumed
 """
 from __future__ import annotations
 
+import copy
 import os
+import queue
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,15 +116,25 @@ def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image]
         lead.setdefault(refs[first[k]], k)
     leads = list(lead.values())
 
+    # PIL decoding and resizing release the GIL: two chunks in flight use both cores. Each thread
+    # has its own processor: a call sets the tokenizer's padding state, which is not thread-safe.
+    n_threads = max(1, min(2, os.cpu_count() or 1))
+    idle = queue.SimpleQueue()
+    for proc in [processor] + [copy.deepcopy(processor) for _ in range(n_threads - 1)]:
+        idle.put(proc)
+
     def process(part: list[str]):
         names = [refs[first[k]] for k in part]
-        feats = processor(text=[texts[first[k]] for k in part], images=[images(n) for n in names],
-                          return_tensors="pt", padding=True)
+        proc = idle.get()
+        try:
+            feats = proc(text=[texts[first[k]] for k in part], images=[images(n) for n in names],
+                         return_tensors="pt", padding=True)
+        finally:
+            idle.put(proc)
         return part, names, feats
 
     def run(keys_: list[str]) -> None:
-        # PIL decoding and resizing release the GIL: two chunks in flight use both cores
-        with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
+        with ThreadPoolExecutor(n_threads) as pool:
             for part, names, feats in pool.map(process, [keys_[s:s + chunk] for s in range(0, len(keys_), chunk)]):
                 mask = feats["attention_mask"].bool()
                 for j, k in enumerate(part):

@@ -2,14 +2,11 @@
 
 `finetune` trains on forget + retain profiles (never holdout); an oracle uses the same recipe on
 the profiles that remain after a forget set is removed: one per static split and per continual
-checkpoint listed in `oracle`. Oracles train in parallel single-threaded processes.
+checkpoint listed in `oracle`. Oracles train side by side (`mmunlearn.parallel`).
 """
 from __future__ import annotations
 
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +14,7 @@ import pandas as pd
 from mmunlearn.data.splits import static_split_name
 from mmunlearn.io import atomic_dir, write_json
 from mmunlearn.models.train import TrainConfig, by_scale
+from mmunlearn.parallel import run_jobs
 
 VIEWS_REPORTED = ("text", "vqa_masked", "vqa_full")
 
@@ -116,10 +114,7 @@ def oracle_jobs(params: dict, profiles: pd.DataFrame) -> list[dict]:
 
 
 def _oracle_worker(args: tuple) -> dict:
-    params, job, base_dir, data_dir, out_root, threads = args
-    import torch
-
-    torch.set_num_threads(threads)
+    params, job, base_dir, data_dir, out_root = args
     qa = pd.read_parquet(Path(data_dir) / "qa.parquet")
     keep = qa.profile_id.isin(job["keep"])
     model, processor, _, seconds = train_lora(params, Path(base_dir), qa[keep].to_dict("records"),
@@ -138,16 +133,9 @@ def train_oracles(params: dict, base_dir="models/base", data_dir="data", out_roo
                   metrics_path="outputs/oracle/metrics.json") -> dict:
     profiles = pd.read_parquet(Path(data_dir) / "profiles.parquet")
     jobs = oracle_jobs(params, profiles)
-    cores = os.cpu_count() or 1
-    workers = int(params["oracle"]["workers"]) or min(cores, len(jobs))
-    threads = max(1, cores // workers)
-    tasks = [(params, job, str(base_dir), str(data_dir), str(out_root), threads) for job in jobs]
+    tasks = [(params, job, str(base_dir), str(data_dir), str(out_root)) for job in jobs]
     Path(out_root).mkdir(parents=True, exist_ok=True)
-    if workers == 1:
-        results = list(map(_oracle_worker, tasks))
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_oracle_worker, tasks))
+    results = run_jobs(_oracle_worker, tasks, int(params["oracle"]["workers"]), per_job=True)
     metrics = {job["name"]: res for job, res in zip(jobs, results)}
     for job, res in zip(jobs, results):
         print(f"oracle {job['name']}: forget acc {res['forget_acc']} kept acc {res['kept_acc']} "

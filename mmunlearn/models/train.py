@@ -4,7 +4,6 @@ Loss = mean token cross-entropy on answer tokens (labels are -100 elsewhere).
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 

@@ -65,6 +65,7 @@ DEFAULT_CFG: dict = {
     "max_steps": {"smoke": 1, "small": None, "full": None},    # cap on unlearn.<method>.steps; null = none
     "eval_retain": {"smoke": 16, "small": None, "full": None},  # retain rows scored for RA; null = all
     "threads": 1,                                          # torch CPU threads while the branch runs
+    "workers": 0,                                          # settings side by side; 0 = one per setting
 }
 FALLBACK_PROMPT = "Question: {question}\nAnswer:"
 
@@ -519,61 +520,80 @@ def run_seed(lm, data: TextData, params: dict, cfg: dict, seed: int, progress: A
 
 def _run_seed(lm, data: TextData, params: dict, cfg: dict, seed: int, progress: Any, baselines: bool) -> dict:
     from mmunlearn.metrics import accuracy
-    from mmunlearn.models.arch import UnsupportedModel
+    from mmunlearn.parallel import run_jobs
 
     sv = scale_values(params, cfg)
-    bs = sv["train_batch"]
-    seconds = {"finetune": 0.0, "oracles": 0.0, "unlearn": 0.0, "evaluate": 0.0}
     t0 = time.process_time()
 
-    def tick(what: str) -> None:
+    def tick(what: str, n: int = 1) -> None:
         if progress is not None:
             progress.set_postfix_str(f"seed {seed} {what}", refresh=False)
-            progress.update(1)
+            progress.update(n)
+
+    trained, holdout = data.split("forget", "retain"), data.split("holdout")
+    ft = train_lora(lm, trained, data.pad, params, sv["epochs"], sv["train_batch"], seed, tag=0)
+    ref = merged(ft)   # the frozen fine-tuned model of KL / NPO
+    t = time.process_time()
+    seconds = {"finetune": t - t0, "oracles": 0.0, "unlearn": 0.0, "evaluate": 0.0}
+    scorer, slot = Scorer(data, params, seed), EvalSlot(ft)
+    memo = {"trained_acc": accuracy(scorer.correct(slot.load(ft), trained)),
+            "holdout_acc": accuracy(scorer.correct(slot.model, holdout))}
+    seconds["evaluate"] += time.process_time() - t
+    tick("fine-tuned")
+    out = {"rows": [], "memorisation": memo, "skipped": {}}
+    if baselines:
+        out["baselines"] = []
+    shared = {"lm": lm, "data": data, "ft": ft, "ref": ref, "params": params, "sv": sv, "seed": seed,
+              "baselines": baselines}
+    # the settings side by side (`unimodal.text.workers`); each job seeds its own draws
+    for res in run_jobs(_setting_job, list(enumerate(VARIANTS)), int(cfg["workers"]), per_job=True, shared=shared):
+        out["rows"] += res["rows"]
+        out["skipped"].update(res["skipped"])
+        if baselines:
+            out["baselines"] += res["baselines"]
+        for k, v in res["seconds"].items():
+            seconds[k] += v
+        tick(f"{res['setting']} done", 1 + len(params["methods"]))
+    seconds["total"] = sum(seconds.values())
+    out["seconds"] = seconds
+    return out
+
+
+def _setting_job(shared: dict, job: tuple[int, str]) -> dict:
+    """One setting of one seed: its oracle, then every method unlearned and scored against it."""
+    from mmunlearn.models.arch import UnsupportedModel
+
+    s_i, variant = job
+    lm, data, ft, ref, params, sv, seed = (shared[k] for k in ("lm", "data", "ft", "ref", "params", "sv", "seed"))
+    seconds = {"oracles": 0.0, "unlearn": 0.0, "evaluate": 0.0}
 
     def lap(phase: str, since: float) -> float:
         now = time.process_time()
         seconds[phase] += now - since
         return now
 
-    trained, holdout = data.split("forget", "retain"), data.split("holdout")
-    ft = train_lora(lm, trained, data.pad, params, sv["epochs"], bs, seed, tag=0)
-    ref = merged(ft)   # the frozen fine-tuned model of KL / NPO
-    t = lap("finetune", t0)
+    t = time.process_time()
+    setting = data.setting(variant, seed, sv["eval_retain"])
+    oracle_lora = train_lora(lm, setting.retain, data.pad, params, sv["epochs"], sv["train_batch"], seed, tag=1 + s_i)
+    t = lap("oracles", t)
     scorer, slot = Scorer(data, params, seed), EvalSlot(ft)
-    memo = {"trained_acc": accuracy(scorer.correct(slot.load(ft), trained)),
-            "holdout_acc": accuracy(scorer.correct(slot.model, holdout))}
+    oracle = scorer.oracle(slot.load(oracle_lora), setting)
+    key = {"dataset": setting.name, "seed": int(seed)}
+    res: dict = {"setting": setting.name, "rows": [], "skipped": {}, "seconds": seconds}
+    if shared["baselines"]:
+        res["baselines"] = [{**key, "method": "oracle", **scorer.row(slot.model, setting, oracle)},
+                            {**key, "method": "finetuned", **scorer.row(slot.load(ft), setting, oracle)}]
     t = lap("evaluate", t)
-    tick("fine-tuned")
-    out = {"rows": [], "memorisation": memo, "skipped": {}}
-    if baselines:
-        out["baselines"] = []
-    for s_i, variant in enumerate(VARIANTS):
-        setting = data.setting(variant, seed, sv["eval_retain"])
-        oracle_lora = train_lora(lm, setting.retain, data.pad, params, sv["epochs"], bs, seed, tag=1 + s_i)
-        t = lap("oracles", t)
-        oracle = scorer.oracle(slot.load(oracle_lora), setting)
-        key = {"dataset": setting.name, "seed": int(seed)}
-        if baselines:
-            out["baselines"] += [{**key, "method": "oracle", **scorer.row(slot.model, setting, oracle)},
-                                 {**key, "method": "finetuned", **scorer.row(slot.load(ft), setting, oracle)}]
+    for method in params["methods"]:
+        try:
+            model, state = unlearn(method, ft, ref, data, setting, params, sv, seed, s_i)
+        except UnsupportedModel as err:  # refused before any step (MANU: no vision part)
+            res["skipped"][method] = str(err)
+            continue
+        t = lap("unlearn", t)
+        res["rows"].append({**key, "method": method, **scorer.row(slot.load(model, state.get("pruned")), setting, oracle)})
         t = lap("evaluate", t)
-        tick(f"{setting.name} oracle")
-        for method in params["methods"]:
-            if method not in out["skipped"]:
-                try:
-                    model, state = unlearn(method, ft, ref, data, setting, params, sv, seed, s_i)
-                except UnsupportedModel as err:  # refused before any step (MANU: no vision part)
-                    out["skipped"][method] = str(err)
-                else:
-                    t = lap("unlearn", t)
-                    out["rows"].append({**key, "method": method,
-                                        **scorer.row(slot.load(model, state.get("pruned")), setting, oracle)})
-                t = lap("evaluate", t)
-            tick(f"{setting.name} {method}")
-    seconds["total"] = time.process_time() - t0
-    out["seconds"] = seconds
-    return out
+    return res
 
 
 def run_branch(params: dict, base_dir: str | Path = "models/base", data_dir: str | Path = "data",
@@ -643,6 +663,7 @@ def validate_cfg(cfg: Any, params: dict | None = None, key: str = KEY) -> None:
     _per_scale(f"{key}.max_steps", cfg["max_steps"], lambda k, v: _count(k, v, allow_none=True))
     _per_scale(f"{key}.eval_retain", cfg["eval_retain"], lambda k, v: _count(k, v, lo=2, allow_none=True))
     _count(f"{key}.threads", cfg["threads"])
+    _count(f"{key}.workers", cfg["workers"], lo=0)
     if params is not None:
         methods = params.get("methods")
         if not isinstance(methods, list) or len(set(methods)) < 2:
