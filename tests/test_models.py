@@ -174,6 +174,36 @@ def test_shared_prompt_option_scoring_equals_full(tiny, rows, images):
     assert engine._SHARED_OK.get(model) is True
     assert np.array_equal(shared, engine.choose_options(model, processor, cls, images, batch_size=3,
                                                         shared_prompt=False))
+    # the rows' own encoding reused for the options (no image processed again): same choice
+    assert np.array_equal(shared, engine.choose_options(model, processor, cls, images, batch_size=3,
+                                                        enc=encode(processor, cls, images)))
+
+
+def test_image_cache_reencodes_identically(tiny, rows, images):
+    """Encoding through a shared ImageCache (images processed by an earlier call) gives the same ids,
+    prompt lengths and pixels as encoding from scratch, and loads no cached image again."""
+    from mmunlearn.models.encode import ImageCache
+
+    _, processor = tiny
+    cache = ImageCache()
+    visual = [r for r in rows if r["image"]]
+    first, second = visual[: len(visual) // 2], visual[len(visual) // 4:]  # overlapping images
+    encode(processor, first, images, cache=cache)
+    assert cache.n_tokens and set(cache.n_tokens) <= set(cache.pixels)
+    before = set(cache.n_tokens)
+    loaded = []
+
+    def counting(name):
+        loaded.append(name)
+        return images(name)
+
+    again = encode(processor, second + rows[:3], counting, cache=cache)
+    fresh = encode(processor, second + rows[:3], images)
+    assert again.input_ids == fresh.input_ids and again.prompt_len == fresh.prompt_len
+    assert again.image == fresh.image and set(again.pixels) == set(fresh.pixels)
+    for name, pix in fresh.pixels.items():
+        assert all(torch.equal(pix[k], again.pixels[name][k]) for k in pix)
+    assert loaded and not set(loaded) & before  # only the images new to the cache were loaded
 
 
 def test_memorising_model_scores_its_answers(tiny, rows, images):

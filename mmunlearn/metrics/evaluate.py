@@ -90,7 +90,10 @@ class Evaluator:
         self.bs = int(self.cfg["batch_size"])
         from transformers import AutoProcessor
 
+        from mmunlearn.models.encode import ImageCache
+
         self.processor = AutoProcessor.from_pretrained(base_source(self.base_dir))
+        self.image_cache = ImageCache()
         self._enc: dict[tuple, object] = {}
 
     # ---- data -------------------------------------------------------------------------------
@@ -108,7 +111,7 @@ class Evaluator:
 
         key = tuple(r["qa_id"] for r in rows)
         if key not in self._enc:
-            self._enc[key] = encode(self.processor, rows, self.images)
+            self._enc[key] = encode(self.processor, rows, self.images, cache=self.image_cache)
         return self._enc[key]
 
     def retain_subsample(self) -> list[dict]:
@@ -144,6 +147,7 @@ class Evaluator:
     def option_logprobs(self, model, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         """(mean log-prob of the correct option [n], of each wrong option [n, k]) for
         classification rows: the inputs of the truth ratio."""
+        from mmunlearn.models.encode import repeat
         from mmunlearn.models.engine import score
 
         cls = [r for r in rows if r["form"] == "classification" and len(r["options"])]
@@ -151,21 +155,12 @@ class Evaluator:
             return np.zeros(0), np.zeros((0, 0))
         k = len(cls[0]["options"])
         rep = [i for i in range(len(cls)) for _ in range(k)]
-        flat = _repeat(self.encoded(cls), rep, self.processor.tokenizer, [o for r in cls for o in r["options"]])
+        flat = repeat(self.encoded(cls), rep, self.processor.tokenizer, [o for r in cls for o in r["options"]])
         lp = score(model, flat, self.processor.tokenizer.pad_token_id, self.bs).logprob_mean.reshape(len(cls), k)
         gold = np.array([list(r["options"]).index(r["answer"]) for r in cls])
         correct = lp[np.arange(len(cls)), gold]
         wrong = np.stack([np.delete(lp[i], gold[i]) for i in range(len(cls))])
         return correct, wrong
-
-
-def _repeat(enc, idx: list[int], tok, answers: list[str]):
-    """Encoded rows `idx` (repeats allowed) retargeted to `answers`."""
-    from mmunlearn.models.encode import Encoded, retarget
-
-    sub = Encoded(input_ids=[enc.input_ids[i] for i in idx], prompt_len=[enc.prompt_len[i] for i in idx],
-                  image=[enc.image[i] for i in idx], pixels=enc.pixels, mm_types=enc.mm_types)
-    return retarget(sub, tok, answers)
 
 
 # ---- metric groups ------------------------------------------------------------------------------

@@ -59,6 +59,18 @@ class Encoded:
         return len(self.input_ids)
 
 
+@dataclass
+class ImageCache:
+    """Processed images shared by the `encode` calls of one processor (an evaluation encodes the
+    forget, retain, probe, relearning, ... rows of the same images): each image's processor
+    output and, where the expanded placeholder reproduced the processor's ids, its image-token
+    count; prompts on a cached image are tokenized without the image being loaded again."""
+
+    pixels: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    n_tokens: dict[str, int] = field(default_factory=dict)
+    mm_types: dict[int, int] = field(default_factory=dict)
+
+
 def file_images(data_dir: str | Path) -> Callable[[str], Image.Image]:
     root = Path(data_dir)
 
@@ -92,13 +104,15 @@ def _image_placeholder(processor) -> tuple[str, int] | None:
 
 
 def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image],
-           answers: Sequence[str] | None = None, chunk: int = 32) -> Encoded:
+           answers: Sequence[str] | None = None, chunk: int = 32, cache: ImageCache | None = None) -> Encoded:
     """Encode rows; `answers` overrides the target text (e.g. one row per classification option,
     or refusals for PO). Prompts go through the processor in batches; each distinct image is
     loaded and processed once: further prompts on an image already processed are tokenized with
     its placeholder expanded as the processor did (checked against the processor's own ids for
-    that image; prompts where the check fails go through the processor)."""
+    that image; prompts where the check fails go through the processor). With a `cache` (made
+    for this processor) images checked by an earlier call are not processed again."""
     tok = processor.tokenizer
+    cache = cache if cache is not None else ImageCache()
     out = Encoded()
     texts = [prompt(processor, row) for row in rows]
     refs = [row.get("image") if isinstance(row.get("image"), str) and row.get("image") else None for row in rows]
@@ -111,9 +125,11 @@ def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image]
         enc_plain = tok([texts[first[k]] for k in plain], add_special_tokens=False)["input_ids"]
         ids_by_key.update(zip(plain, enc_plain))
     visual = [k for k in todo if refs[first[k]] is not None]
+    known = [k for k in visual if refs[first[k]] in cache.n_tokens]  # checked by an earlier call
     lead: dict[str, str] = {}  # image -> the first prompt key on it (goes through the processor)
     for k in visual:
-        lead.setdefault(refs[first[k]], k)
+        if refs[first[k]] not in cache.n_tokens:
+            lead.setdefault(refs[first[k]], k)
     leads = list(lead.values())
 
     # PIL decoding and resizing release the GIL: two chunks in flight use both cores. Each thread
@@ -144,17 +160,18 @@ def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image]
                     out.mm_types.update(zip(feats["input_ids"][typed].tolist(), feats["mm_token_type_ids"][typed].tolist()))
                 for name, pix in zip(names, _split_images(feats, len(part))):
                     out.pixels.setdefault(name, pix)
+                    cache.pixels.setdefault(name, pix)
 
     run(leads)
-    rest = [k for k in visual if lead[refs[first[k]]] != k]
-    placeholder = _image_placeholder(processor) if rest else None
+    rest = [k for k in visual if refs[first[k]] in lead and lead[refs[first[k]]] != k] + known
+    placeholder = _image_placeholder(processor) if rest or leads else None
     if placeholder is not None:
         # The processor expands the image's single placeholder into one token per image feature
         # (LLaVA, Qwen2-VL), or prepends them to a prompt without one (BLIP-2: one per query);
         # that expansion, tokenized, must reproduce the processor's ids for the image's first
         # prompt before the image's other prompts are tokenized the same way.
         token, token_id = placeholder
-        n_tokens = {refs[first[k]]: ids_by_key[k].count(token_id) for k in leads}
+        n_tokens = {**cache.n_tokens, **{refs[first[k]]: ids_by_key[k].count(token_id) for k in leads}}
 
         def expand(k: str) -> str | None:
             text, n = texts[first[k]], n_tokens[refs[first[k]]]
@@ -165,14 +182,26 @@ def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image]
         check = [k for k in leads if expand(k) is not None]
         got = tok([expand(k) for k in check])["input_ids"] if check else []
         ok = {refs[first[k]] for k, g in zip(check, got) if list(g) == ids_by_key[k]}
-        fast = [k for k in rest if refs[first[k]] in ok and expand(k) is not None]
+        cache.n_tokens.update((name, n_tokens[name]) for name in ok)
+        fast = [k for k in rest if refs[first[k]] in cache.n_tokens and expand(k) is not None]
         if fast:
             ids_by_key.update((k, list(g)) for k, g in zip(fast, tok([expand(k) for k in fast])["input_ids"]))
     run([k for k in rest if k not in ids_by_key])
+    for name in {r for r in refs if r is not None}:
+        out.pixels.setdefault(name, cache.pixels[name])
+    cache.mm_types.update(out.mm_types)
+    out.mm_types.update(cache.mm_types)
     out.prompt_len = [len(ids_by_key[k]) for k in keys]
     out.image = refs
     out.input_ids = [ids_by_key[k] for k in keys]
     return retarget(out, tok, [answers[i] if answers is not None else row["answer"] for i, row in enumerate(rows)])
+
+
+def repeat(enc: Encoded, idx: Sequence[int], tok, answers: Sequence[str]) -> Encoded:
+    """Sequences `idx` of `enc` (repeats allowed) with new target answers, e.g. one per option."""
+    sub = Encoded(input_ids=[enc.input_ids[i] for i in idx], prompt_len=[enc.prompt_len[i] for i in idx],
+                  image=[enc.image[i] for i in idx], pixels=enc.pixels, mm_types=enc.mm_types)
+    return retarget(sub, tok, answers)
 
 
 def retarget(enc: Encoded, tok, answers: Sequence[str]) -> Encoded:

@@ -34,7 +34,7 @@ import torch
 
 from mmunlearn.models.arch import generate as arch_generate
 from mmunlearn.models.arch import language_hidden_states, model_parts, needs_image_features
-from mmunlearn.models.encode import IGNORE, Encoded, collate, encode
+from mmunlearn.models.encode import IGNORE, Encoded, collate, encode, repeat
 from mmunlearn.models.scoring import forward_answers, model_inputs
 
 
@@ -615,12 +615,13 @@ _SHARED_OK: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKey
 
 @torch.inference_mode()
 def choose_options(model, processor, rows: Sequence[dict], images: Callable, batch_size: int = 64,
-                   shared_prompt: bool = True, workers: int | None = None) -> np.ndarray:
+                   shared_prompt: bool = True, workers: int | None = None, enc: Encoded | None = None) -> np.ndarray:
     """Index of the most likely option (summed answer log-probability) per row; -1 without options.
 
     The options of a row share its prompt: with `shared_prompt` the row is one sequence, the prompt
     once and every option after it, each option seeing only the prompt and itself (checked once per
-    model against scoring every option sequence in full, which is the path otherwise)."""
+    model against scoring every option sequence in full, which is the path otherwise). `enc`: the
+    rows already encoded (their prompts are reused, no image is processed again)."""
     flat_rows, flat_answers, owner = [], [], []
     for r, row in enumerate(rows):
         for opt in list(row["options"]) if row.get("options") is not None else []:
@@ -631,7 +632,8 @@ def choose_options(model, processor, rows: Sequence[dict], images: Callable, bat
     if not flat_rows:
         return choice
     pad_id = processor.tokenizer.pad_token_id
-    enc = encode(processor, flat_rows, images, answers=flat_answers)
+    enc = (repeat(enc, owner, processor.tokenizer, flat_answers) if enc is not None
+           else encode(processor, flat_rows, images, answers=flat_answers))
     sums = None
     if shared_prompt:
         first: dict[int, int] = {}
@@ -748,7 +750,7 @@ def evaluate(model, processor, rows: Sequence[dict], images: Callable, batch_siz
     match (or, with generation, normalized exact/containment match of the greedy answer)."""
     enc = enc if enc is not None else encode(processor, rows, images)
     s = score(model, enc, processor.tokenizer.pad_token_id, batch_size, keep_dist, hidden_layer, progress)
-    choice = choose_options(model, processor, rows, images, batch_size)
+    choice = choose_options(model, processor, rows, images, batch_size, enc=enc)
     frame = pd.DataFrame({"qa_id": [r["qa_id"] for r in rows], "form": [r["form"] for r in rows],
                           "view": [r["view"] for r in rows]})
     correct = s.exact.copy()
