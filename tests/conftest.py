@@ -131,3 +131,19 @@ def released_pipeline(smoke_pipeline, tmp_path_factory) -> Path:
     run(["dvc", "repro"], repo)
     run("git add -A && git commit -qm released", repo)
     return repo
+
+
+@pytest.fixture(scope="session")
+def rows(smoke_dataset) -> list[dict]:
+    """A few QA rows of the smoke dataset: every view and form (the tiny models' unit tests)."""
+    import pandas as pd
+
+    qa = pd.read_parquet(smoke_dataset[0] / "data" / "qa.parquet")
+    return pd.concat([qa[qa.view == v].head(12) for v in ("text", "vqa_masked", "vqa_full")]).to_dict("records")
+
+
+@pytest.fixture(scope="session")
+def images(smoke_dataset):
+    from mmunlearn.models.encode import file_images
+
+    return file_images(smoke_dataset[0] / "data")

@@ -6,32 +6,19 @@ import copy
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from mmunlearn.models import engine
 from mmunlearn.models.arch import UnsupportedModel, model_parts, no_image_inputs
 from mmunlearn.models.base import chat_corpus
-from mmunlearn.models.encode import collate, encode, file_images, prompt
+from mmunlearn.models.encode import collate, encode, prompt
 from mmunlearn.models.engine import choose_options, generate, generate_per_sample, score
 from mmunlearn.models.scoring import answer_nll
 from mmunlearn.models.tiny import PRESETS, build_tiny_blip2
 from mmunlearn.models.vlm import TINY_PRESETS, load_vlm
 
 QUERIES = PRESETS["tiny-blip2"]["num_query_tokens"]
-
-
-@pytest.fixture(scope="module")
-def rows(smoke_dataset):
-    root, _ = smoke_dataset
-    qa = pd.read_parquet(root / "data" / "qa.parquet")
-    return pd.concat([qa[qa.view == v].head(12) for v in ("text", "vqa_masked", "vqa_full")]).to_dict("records")
-
-
-@pytest.fixture(scope="module")
-def images(smoke_dataset):
-    return file_images(smoke_dataset[0] / "data")
 
 
 @pytest.fixture(scope="module")

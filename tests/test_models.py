@@ -4,12 +4,11 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from mmunlearn.models.base import chat_corpus
-from mmunlearn.models.encode import collate, encode, file_images, prompt
+from mmunlearn.models.encode import collate, encode, prompt
 from mmunlearn.models.engine import evaluate, generate, generate_per_sample, score
 from mmunlearn.models.finetune import add_lora
 from mmunlearn.models.scoring import answer_nll, sequence_logprob
@@ -17,19 +16,6 @@ from mmunlearn.models.tiny import build_tiny_llava
 from mmunlearn.models.train import TrainConfig, train
 from mmunlearn.models.vlm import CheckpointNotFound, load_vlm, resolve_checkpoint
 from tests.conftest import run, set_param
-
-
-@pytest.fixture(scope="module")
-def rows(smoke_dataset):
-    root, _ = smoke_dataset
-    qa = pd.read_parquet(root / "data" / "qa.parquet")
-    # both modalities and every form, small
-    return pd.concat([qa[qa.view == v].head(12) for v in ("text", "vqa_masked", "vqa_full")]).to_dict("records")
-
-
-@pytest.fixture(scope="module")
-def images(smoke_dataset):
-    return file_images(smoke_dataset[0] / "data")
 
 
 @pytest.fixture(scope="module")

@@ -98,12 +98,16 @@ def build_tiny_llava(corpus: Iterable[str], seed: int, preset: str = "tiny-llava
                          image_seq_length=(size // spec["patch_size"]) ** 2,
                          vision_feature_select_strategy="default", vision_feature_layer=-2)
     config.initializer_range = spec["initializer_range"]
+    return _instantiate(LlavaForConditionalGeneration, config, tokenizer, seed), processor
+
+
+def _instantiate(model_class, config, tokenizer, seed: int):
+    """The model with weights drawn from `seed`, generating with the tokenizer's special tokens."""
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    return model, processor
+    model = model_class(config)
+    for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        setattr(model.generation_config, name, getattr(tokenizer, name))
+    return model
 
 
 def build_tiny_blip2(corpus: Iterable[str], seed: int, preset: str = "tiny-blip2"):
@@ -135,12 +139,7 @@ def build_tiny_blip2(corpus: Iterable[str], seed: int, preset: str = "tiny-blip2
     config = Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text,
                          num_query_tokens=spec["num_query_tokens"], image_token_index=image_token_id,
                          initializer_range=init)
-    torch.manual_seed(seed)
-    model = Blip2ForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    return model, processor
+    return _instantiate(Blip2ForConditionalGeneration, config, tokenizer, seed), processor
 
 
 def build_tiny(corpus: Iterable[str], seed: int, preset: str):
