@@ -109,7 +109,8 @@ def test_engine_fast_paths_equal_plain_per_sample(tiny, rows, images):
     model, processor = tiny
     pad = processor.tokenizer.pad_token_id
     enc = encode(processor, rows, images)
-    plain = score(model, enc, pad, batch_size=1, keep_dist=True, reuse_images=False, answer_tail=False, workers=1)
+    plain = score(model, enc, pad, batch_size=1, keep_dist=True, reuse_images=False, answer_tail=False,
+                  packed_linear=False, workers=1)
     plans = [engine._hook_plan(model, -2, True, True), engine._hook_plan(model, None, True, True)]
     assert all(any(kind == "tail" for _, kind in plan) for plan in plans)
     fasts = [score(model, enc, pad, batch_size=5, keep_dist=True, workers=w) for w in (1, 2)]

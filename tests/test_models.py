@@ -113,7 +113,8 @@ def test_optimised_scoring_equals_plain_path(tiny, rows, images, monkeypatch):
             assert ids[:n] == ref["input_ids"][0].tolist()
             assert torch.equal(enc.pixels[row["image"]]["pixel_values"], ref["pixel_values"])
     pad = processor.tokenizer.pad_token_id
-    plain = score(model, enc, pad, batch_size=5, keep_dist=True, reuse_images=False, workers=1)
+    plain = score(model, enc, pad, batch_size=5, keep_dist=True, reuse_images=False, answer_tail=False,
+                  packed_linear=False, workers=1)
     seen = []
     inner = model.get_image_features
 
@@ -123,6 +124,11 @@ def test_optimised_scoring_equals_plain_path(tiny, rows, images, monkeypatch):
 
     monkeypatch.setattr(model, "get_image_features", counting)
     one = score(model, enc, pad, batch_size=5, keep_dist=True, workers=1)
+    if torch.backends.mkldnn.is_available():  # oneDNN linears taken (their one-row check passed)
+        from mmunlearn.models import engine
+
+        kept = [key for key, ok in engine._FAST_OK[model].items() if ok]
+        assert any("packed" in key[1] and "tail" in key[1] and "head" in key[1] for key in kept)
     assert sum(seen) <= len(set(refs)) + 1  # + the one-row self-check (first call per model)
     two = score(model, enc, pad, batch_size=5, keep_dist=True, workers=2)
     for fast in (one, two):
@@ -148,7 +154,8 @@ def test_shared_prompt_option_scoring_equals_full(tiny, rows, images):
     pad = processor.tokenizer.pad_token_id
     flat = [(r, o) for r in cls for o in r["options"]]
     enc = encode(processor, [r for r, _ in flat], images, answers=[o for _, o in flat])
-    full = score(model, enc, pad, batch_size=5, hidden_layer=None, reuse_images=False, answer_tail=False, workers=1)
+    full = score(model, enc, pad, batch_size=5, hidden_layer=None, reuse_images=False, answer_tail=False,
+                 packed_linear=False, workers=1)
     heads = [k for k in range(len(flat)) if k == 0 or flat[k][0] is not flat[k - 1][0]]
     penc = engine.Encoded(input_ids=[enc.input_ids[k] for k in heads], prompt_len=[enc.prompt_len[k] for k in heads],
                           image=[enc.image[k] for k in heads], pixels=enc.pixels)

@@ -43,6 +43,30 @@ def prompt(processor, row: dict) -> str:
     return owner.apply_chat_template([user_message(row)], add_generation_prompt=True, tokenize=False)
 
 
+_SENTINEL = "\x00question\x00"
+
+
+def prompts(processor, rows: Sequence[dict]) -> list[str]:
+    """`prompt` of every row. The template is rendered once per message layout (with or without
+    an image) around a placeholder question, and each row's text put in its place, where that
+    reproduces `prompt` on the layout's first row and the text has no surrounding whitespace (a
+    template may trim it); other rows are rendered one by one."""
+    out: list[str | None] = [None] * len(rows)
+    layouts: dict[bool, str | None] = {}
+    for i, row in enumerate(rows):
+        has_image = bool(isinstance(row.get("image"), str) and row["image"])
+        text = user_text(row)
+        if has_image not in layouts:
+            frame = prompt(processor, {"question": _SENTINEL, "form": "", "image": "x" if has_image else None})
+            out[i] = prompt(processor, row)
+            fits = frame.count(_SENTINEL) == 1 and text.strip() == text and frame.replace(_SENTINEL, text) == out[i]
+            layouts[has_image] = frame if fits else None
+            continue
+        frame = layouts[has_image]
+        out[i] = frame.replace(_SENTINEL, text) if frame is not None and text.strip() == text else prompt(processor, row)
+    return out  # type: ignore[return-value]
+
+
 @dataclass
 class Encoded:
     """Token ids per sequence (prompt + answer + EOS), prompt lengths, and image references."""
@@ -76,6 +100,9 @@ def file_images(data_dir: str | Path) -> Callable[[str], Image.Image]:
 
     def load(name: str) -> Image.Image:
         with Image.open(root / name) as im:
+            if im.mode == "RGB":
+                im.load()
+                return im
             return im.convert("RGB")
     return load
 
@@ -114,7 +141,7 @@ def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image]
     tok = processor.tokenizer
     cache = cache if cache is not None else ImageCache()
     out = Encoded()
-    texts = [prompt(processor, row) for row in rows]
+    texts = prompts(processor, rows)
     refs = [row.get("image") if isinstance(row.get("image"), str) and row.get("image") else None for row in rows]
     keys = [f"{img}\0{text}" for img, text in zip(refs, texts)]
     ids_by_key: dict[str, list[int]] = {}

@@ -198,30 +198,48 @@ def _active(module, kind: str) -> bool:
 
 
 def _tail_pre(module, args, kwargs):
-    k = getattr(_FAST, "k", None)
+    k, sel = getattr(_FAST, "k", None), getattr(_FAST, "sel", None)
     x = args[0] if args else None
-    if not _active(module, "tail") or k is None or not isinstance(x, torch.Tensor) or x.dim() != 3 or k >= x.shape[1]:
+    if not _active(module, "tail") or k is None or not isinstance(x, torch.Tensor) or x.dim() != 3 or k > x.shape[1]:
         return None
     _FAST.shapes[id(module)] = x.shape
-    return (x[:, -k:].contiguous(),) + tuple(args[1:]), kwargs
+    x = x[:, -k:]
+    x = x[sel] if sel is not None and sel.shape == x.shape[:2] else x.contiguous()
+    return (x,) + tuple(args[1:]), kwargs
+
+
+def _scatter_back(output: torch.Tensor, shape: torch.Size, k: int) -> torch.Tensor:
+    """`output` of the kept positions (the last `k`, or those of `_FAST.sel` when gathered) in
+    a zero tensor of `shape` (positions) x output features."""
+    if not isinstance(output, torch.Tensor) or output.dim() not in (2, 3):
+        raise TypeError("a hooked block did not return a [batch, positions, features] tensor")
+    out = output.new_zeros(shape[:-1] + output.shape[-1:])
+    if output.dim() == 2:
+        out[:, -k:][_FAST.sel] = output
+    else:
+        out[:, -output.shape[1]:] = output
+    return out
 
 
 def _tail_post(module, args, output):
     shape = _FAST.shapes.pop(id(module), None) if _active(module, "tail") else None
-    if shape is None:
-        return None
-    if not isinstance(output, torch.Tensor) or output.dim() != 3:
-        raise TypeError("a last-layer block did not return a [batch, positions, features] tensor")
-    out = output.new_zeros(shape[:-1] + output.shape[-1:])
-    out[:, -output.shape[1]:] = output
-    return out
+    return None if shape is None else _scatter_back(output, shape, _FAST.k)
 
 
-def _contiguous_pre(module, args, kwargs):
-    x = args[0] if args else None
-    if not _active(module, "contiguous") or not isinstance(x, torch.Tensor) or x.is_contiguous():
+def _head_pre(module, args, kwargs):
+    """The output head on the kept positions only (its input: the last `k` positions, strided)."""
+    x, sel = (args[0] if args else None), getattr(_FAST, "sel", None)
+    if not _active(module, "head") or not isinstance(x, torch.Tensor) or x.dim() != 3:
         return None
-    return (x.contiguous(),) + tuple(args[1:]), kwargs
+    if sel is not None and sel.shape == x.shape[:2]:
+        _FAST.shapes[id(module)] = x.shape
+        return (x[sel],) + tuple(args[1:]), kwargs
+    return None if x.is_contiguous() else ((x.contiguous(),) + tuple(args[1:]), kwargs)
+
+
+def _head_post(module, args, output):
+    shape = _FAST.shapes.pop(id(module), None) if _active(module, "head") else None
+    return None if shape is None else _scatter_back(output, shape, shape[1])
 
 
 def _skip_pre(module, args, kwargs):
@@ -239,24 +257,61 @@ def _skip_post(module, args, output):
     return (x, *output[1:]) if isinstance(output, tuple) else x
 
 
-_HOOK_FNS = {"tail": (_tail_pre, _tail_post), "contiguous": (_contiguous_pre, None), "skip": (_skip_pre, _skip_post)}
+_HOOK_FNS = {"tail": (_tail_pre, _tail_post), "head": (_head_pre, _head_post), "skip": (_skip_pre, _skip_post)}
+
+
+class _PackedLinear:
+    """An nn.Linear computed by oneDNN from a weight reordered once for it (float32 on CPU): the
+    default BLAS path reaches well under half the throughput on these matrix shapes on AVX-512
+    CPUs. Installed as the module's instance `forward`, used only in threads inside `_fast_batch`
+    and without autograd; elsewhere the module computes as usual. `remove` restores it."""
+
+    def __init__(self, module: torch.nn.Linear):
+        self.module = module
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), None)
+        module.forward = self.forward
+
+    def forward(self, x):
+        m = self.module
+        if not _active(m, "packed") or torch.is_grad_enabled() or x.dtype != torch.float32 or x.dim() < 2:
+            return type(m).forward(m, x)
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, m.bias, "none", [], "")
+
+    def remove(self) -> None:
+        del self.module.forward
+
+
+def _packable(model, budget_bytes: int = 1 << 30) -> list[torch.nn.Module]:
+    """The model's plain float32 nn.Linear modules, when on CPU with oneDNN available and their
+    weights fit `budget_bytes` (each packed copy lives for one `score` call)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return []
+    mods = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    if not mods or any(m.weight.device.type != "cpu" or m.weight.dtype != torch.float32 for m in mods):
+        return []
+    return mods if sum(m.weight.nbytes for m in mods) <= budget_bytes else []
 
 
 @contextmanager
 def _fast_hooks(plan: Sequence[tuple[torch.nn.Module, str]]):
     """Installs the hooks of `plan` (module, kind) for the duration. They act only in threads
-    inside `_fast_batch(plan, k)` (other threads see the plain modules): "tail" runs the module on the last
-    `k` positions (zeros elsewhere: nothing kept depends on them), "contiguous" copies a strided
-    input first, "skip" makes the module an identity (an unused layer; it runs on one position)."""
+    inside `_fast_batch(plan, k, sel)` (other threads see the plain modules): "tail" runs the
+    module on the last `k` positions, or on those of them selected by `sel` [batch, k] (zeros
+    elsewhere: nothing kept depends on them), "head" runs the output head on the `sel` positions
+    of its input (the last `k`; else on a contiguous copy of it), "skip" makes the module an identity (an unused layer; it runs on one position),
+    "packed" computes an nn.Linear through oneDNN (`_PackedLinear`)."""
     entries = []
     with _HOOK_LOCK:
         for m, kind in plan:
             entry = _HOOKS.get((id(m), kind))
             if entry is None:
-                pre, post = _HOOK_FNS[kind]
-                handles = [m.register_forward_pre_hook(pre, with_kwargs=True)]
-                if post is not None:
-                    handles.append(m.register_forward_hook(post))
+                if kind == "packed":
+                    handles = [_PackedLinear(m)]
+                else:
+                    pre, post = _HOOK_FNS[kind]
+                    handles = [m.register_forward_pre_hook(pre, with_kwargs=True)]
+                    if post is not None:
+                        handles.append(m.register_forward_hook(post))
                 entry = _HOOKS[(id(m), kind)] = [0, handles]
             entry[0] += 1
             entries.append(((id(m), kind), entry))
@@ -273,31 +328,38 @@ def _fast_hooks(plan: Sequence[tuple[torch.nn.Module, str]]):
 
 
 @contextmanager
-def _fast_batch(plan: Sequence[tuple[torch.nn.Module, str]], k: int | None):
+def _fast_batch(plan: Sequence[tuple[torch.nn.Module, str]], k: int | None, sel: torch.Tensor | None = None):
     """Turns the hooks of `plan` on for this thread's forward passes (`k`: trailing positions
-    whose last-layer output is kept)."""
-    _FAST.active, _FAST.k, _FAST.shapes, _FAST.skipped = {(id(m), kind) for m, kind in plan}, k, {}, {}
+    whose last-layer output is kept; `sel` [batch, k]: those of them whose logits are read)."""
+    _FAST.active, _FAST.k, _FAST.sel = {(id(m), kind) for m, kind in plan}, k, sel
+    _FAST.shapes, _FAST.skipped = {}, {}
     try:
         yield
     finally:
-        _FAST.active, _FAST.k, _FAST.shapes, _FAST.skipped = set(), None, {}, {}
+        _FAST.active, _FAST.k, _FAST.sel, _FAST.shapes, _FAST.skipped = set(), None, None, {}, {}
 
 
-def _hook_plan(model, hidden_layer: int | None, answer_tail: bool, reuse: bool) -> list[tuple[torch.nn.Module, str]]:
-    plan: list[tuple[torch.nn.Module, str]] = []
+def _hook_plan(model, hidden_layer: int | None, answer_tail: bool, reuse: bool,
+               packed: bool = True) -> list[tuple[torch.nn.Module, str]]:
+    plan: list[tuple[torch.nn.Module, str]] = [(m, "packed") for m in _packable(model)] if packed else []
     if answer_tail:
         plan += [(m, "tail") for m in _tail_modules(model, hidden_layer)]
         head = _unwrap(model).get_output_embeddings() if hasattr(_unwrap(model), "get_output_embeddings") else None
         if plan and isinstance(head, torch.nn.Module):
-            plan.append((head, "contiguous"))  # logits of the kept positions: a strided slice
+            plan.append((head, "head"))
     if reuse:
         plan += [(m, "skip") for m in _unused_vision_layers(model)]
     return plan
 
 
-def _answer_k(batch: dict) -> int:
-    """Trailing positions whose logits scoring reads (`forward_answers`' logits_to_keep)."""
-    return int((batch["labels"] != IGNORE).sum(1).max()) + 1
+def _answer_k(batch: dict) -> tuple[int, torch.Tensor]:
+    """(k, sel): the trailing positions whose logits `forward_answers` keeps (logits_to_keep) and,
+    among them [batch, k], those predicting an answer token (the only logits scoring reads)."""
+    labels = batch["labels"]
+    k = int((labels != IGNORE).sum(1).max()) + 1
+    sel = torch.zeros((labels.shape[0], k), dtype=torch.bool)
+    sel[:, :-1] = labels[:, -(k - 1):] != IGNORE if k > 1 else sel[:, :-1]
+    return k, sel
 
 
 _FAST_OK: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -315,10 +377,11 @@ def _fast_ok(model, enc: Encoded, order: Sequence[int], pad_id: int, hidden_laye
         want = hidden_layer is not None
         try:
             plain = forward_answers(model, batch, output_hidden_states=want)
-            with _fast_hooks(plan), _fast_batch(plan, _answer_k(batch)):
+            with _fast_hooks(plan), _fast_batch(plan, *_answer_k(batch)):
                 inputs = ImageFeatures(model, enc, [rows]).inputs(batch, rows) if reuse else None
                 fast = forward_answers(model, batch, inputs, output_hidden_states=want)
-            ok = torch.allclose(plain[1], fast[1], rtol=1e-5, atol=1e-5)
+            mask = plain[3]
+            ok = torch.allclose(plain[1][mask], fast[1][mask], rtol=1e-5, atol=1e-5)
             if ok and want:
                 ok = torch.allclose(language_hidden_states(plain[0])[hidden_layer],
                                     language_hidden_states(fast[0])[hidden_layer], rtol=1e-5, atol=1e-5)
@@ -328,28 +391,48 @@ def _fast_ok(model, enc: Encoded, order: Sequence[int], pad_id: int, hidden_laye
     return done[key]
 
 
+def _fast_plan(model, enc: Encoded, order: Sequence[int], pad_id: int, hidden_layer: int | None,
+               answer_tail: bool, reuse: bool, packed_linear: bool = True) -> tuple[bool, list[tuple[torch.nn.Module, str]]]:
+    """(reuse images, hook plan) that passed `_fast_ok`: the whole fast path, else all of it but
+    the oneDNN linears, else the plain pass."""
+    for packed in ((True, False) if packed_linear else (False,)):
+        plan = _hook_plan(model, hidden_layer, answer_tail, reuse, packed)
+        if not (reuse or plan) or not len(enc) or _fast_ok(model, enc, order, pad_id, hidden_layer, reuse, plan):
+            return reuse, plan
+        if not any(kind == "packed" for _, kind in plan):
+            break
+    return False, []
+
+
 def _batch_scores(model, batch: dict, inputs: dict | None, hidden_layer: int | None, keep_dist: bool) -> dict:
-    """Everything `Scores` holds for one collated batch, as numpy arrays (one host copy each)."""
+    """Everything `Scores` holds for one collated batch, as numpy arrays (one host copy each):
+    per-token values of the answer tokens in row order ("row": their row), per-row reductions."""
     res, logits, targets, mask = forward_answers(model, batch, inputs, output_hidden_states=hidden_layer is not None)
+    logits, tgt = logits[mask], targets[mask]  # [tokens, V]: the answer tokens only
+    row = mask.nonzero()[:, 0]
     logp = torch.log_softmax(logits, dim=-1)
     p = logp.exp()
-    tlp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    tlp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
     mu = (p * logp).sum(-1)
-    sigma = ((p * logp.pow(2)).sum(-1) - mu.pow(2)).clamp(min=1e-12).sqrt()
-    top2 = p.topk(2, dim=-1).values
-    m = mask.to(tlp.dtype)
-    cnt = m.sum(-1).clamp(min=1)
+    sigma = (p * (logp - mu.unsqueeze(-1)).pow(2)).sum(-1).clamp(min=1e-12).sqrt()  # Var[log p], no cancellation
+    top2 = p.topk(2, dim=-1).values if p.shape[-1] > 1 else p.new_zeros(p.shape[0], 2)
+    n = mask.shape[0]
+    cnt = mask.sum(-1).clamp(min=1).double()
+
+    def per_row(v: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(n, dtype=torch.float64).index_add_(0, row, v.double())
+
     res_ = {
-        "sel": mask.cpu().numpy(),
+        "count": mask.sum(-1).cpu().numpy(),
         "tlp": tlp.cpu().numpy(),
         "z": ((tlp - mu) / sigma).cpu().numpy(),
-        "tgt": targets.cpu().numpy(),
+        "tgt": tgt.cpu().numpy(),
         "p": p.cpu().numpy() if keep_dist else None,
-        "logprob_sum": (tlp * m).sum(-1).double().cpu().numpy(),
-        "max_prob": ((top2[..., 0] * m).sum(-1) / cnt).double().cpu().numpy(),
-        "neg_entropy": ((mu * m).sum(-1) / cnt).double().cpu().numpy(),
-        "margin": (((top2[..., 0] - top2[..., 1]) * m).sum(-1) / cnt).double().cpu().numpy(),
-        "exact": ((logits.argmax(-1) == targets) | ~mask).all(-1).cpu().numpy(),
+        "logprob_sum": per_row(tlp).numpy(),
+        "max_prob": (per_row(top2[:, 0]) / cnt).numpy(),
+        "neg_entropy": (per_row(mu) / cnt).numpy(),
+        "margin": (per_row(top2[:, 0] - top2[:, 1]) / cnt).numpy(),
+        "exact": (per_row((logits.argmax(-1) != tgt).double()) == 0).numpy(),
         "pooled": None,
     }
     if hidden_layer is not None:
@@ -374,16 +457,18 @@ def _streams(model, n_batches: int, workers: int | None) -> tuple[int, int]:
 @torch.inference_mode()
 def score(model, enc: Encoded, pad_id: int, batch_size: int = 64, keep_dist: bool = False,
           hidden_layer: int | None = -2, progress: bool = False, reuse_images: bool = True,
-          workers: int | None = None, answer_tail: bool = True) -> Scores:
+          workers: int | None = None, answer_tail: bool = True, packed_linear: bool = True) -> Scores:
     """Scores of every sequence of `enc` (batches of similar length, scattered back to input order).
 
     `hidden_layer=None` skips the hidden states (`hidden` is then [n, 0]). `reuse_images=False`
     runs the vision tower on every row's pixels (the plain forward pass) instead of once per
     distinct image. `workers` parallel streams of batches (default: 2 on CPU, each with half the
     intra-op threads; 1 on an accelerator); results do not depend on it. `answer_tail` runs the
-    last decoder layer's query/output projections and MLP on the answer positions only (their
-    output elsewhere feeds nothing kept). The fast parts are checked once per model against the
-    plain pass; `reuse_images=False, answer_tail=False, workers=1` is the plain pass itself."""
+    last decoder layer's query/output projections, MLP and output head on the answer positions
+    only (their output elsewhere feeds nothing kept). `packed_linear` computes the linear layers
+    through oneDNN with weights reordered once per call (CPU, float32). The fast parts are checked
+    once per model against the plain pass; `reuse_images=False, answer_tail=False,
+    packed_linear=False, workers=1` is the plain pass itself."""
     n = len(enc)
     out = {k: np.zeros(n, dtype=np.float64) for k in ("logprob_sum", "max_prob", "neg_entropy", "margin")}
     n_tok = np.zeros(n, dtype=np.int64)
@@ -401,9 +486,7 @@ def score(model, enc: Encoded, pad_id: int, batch_size: int = 64, keep_dist: boo
     model.eval()
     try:
         reuse = reuse_images and any(i is not None for i in enc.image) and _supports_feature_reuse(model)
-        plan = _hook_plan(model, hidden_layer, answer_tail, reuse)
-        if (reuse or plan) and n and not _fast_ok(model, enc, order, pad_id, hidden_layer, reuse, plan):
-            reuse, plan = False, []
+        reuse, plan = _fast_plan(model, enc, order, pad_id, hidden_layer, answer_tail, reuse, packed_linear)
     except BaseException:
         model.train(was_training)
         raise
@@ -416,7 +499,7 @@ def score(model, enc: Encoded, pad_id: int, batch_size: int = 64, keep_dist: boo
         with torch.inference_mode():  # thread-local: again in each worker
             for idx in streams[w]:
                 batch = collate(enc, idx, pad_id)
-                with _fast_batch(plan, _answer_k(batch)):
+                with _fast_batch(plan, *_answer_k(batch)):
                     inputs = feats[w].inputs(batch, idx) if feats[w] is not None else None
                     res = _batch_scores(model, batch, inputs, hidden_layer, keep_dist)
                 emit(idx, res)
@@ -424,17 +507,17 @@ def score(model, enc: Encoded, pad_id: int, batch_size: int = 64, keep_dist: boo
     def scatter(idx: Sequence[int], res: dict) -> None:
         nonlocal hidden
         idx_t = np.asarray(idx, dtype=np.int64)
-        sel_np = res["sel"]
+        ends = np.cumsum(res["count"])
         for r, i in enumerate(idx):
-            sel = sel_np[r]
-            tok_lp[i] = res["tlp"][r][sel].astype(np.float64)
-            tok_z[i] = res["z"][r][sel].astype(np.float64)
-            tok_ids[i] = res["tgt"][r][sel]
+            a, b = ends[r] - res["count"][r], ends[r]
+            tok_lp[i] = res["tlp"][a:b].astype(np.float64)
+            tok_z[i] = res["z"][a:b].astype(np.float64)
+            tok_ids[i] = res["tgt"][a:b]
             if dists is not None:
-                dists[i] = res["p"][r][sel]
+                dists[i] = res["p"][a:b]
         for k in out:
             out[k][idx_t] = res[k]
-        n_tok[idx_t] = sel_np.sum(-1)
+        n_tok[idx_t] = res["count"]
         exact[idx_t] = res["exact"]
         if res["pooled"] is not None:
             if hidden is None:
@@ -540,9 +623,7 @@ def _packed_option_sums(model, penc: Encoded, targets: Sequence[Sequence[Sequenc
     model.eval()
     try:
         reuse = any(i is not None for i in penc.image) and _supports_feature_reuse(model)
-        plan = _hook_plan(model, None, True, reuse)
-        if (reuse or plan) and not _fast_ok(model, penc, order, pad_id, None, reuse, plan):
-            reuse, plan = False, []
+        reuse, plan = _fast_plan(model, penc, order, pad_id, None, True, reuse)
     except BaseException:
         model.train(was_training)
         raise
