@@ -267,6 +267,7 @@ def relearn_model(ev: Evaluator, model, rows: list[dict], seed: int):
     """A fresh LoRA (the fine-tuning recipe) trained `relearn_steps` steps on `rows`: the
     relearning attack of KR (a)."""
     from mmunlearn.methods.base import nll_of
+    from mmunlearn.models import onednn
     from mmunlearn.models.finetune import add_lora
 
     model = add_lora(model, ev.params)
@@ -275,10 +276,11 @@ def relearn_model(ev: Evaluator, model, rows: list[dict], seed: int):
                             lr=float(ev.params["finetune"]["lr"]), weight_decay=0.0)
     batches = Sampler(ev.encoded(rows), ev.processor.tokenizer.pad_token_id,
                       int(ev.params["unlearn"]["batch_size"]), np.random.default_rng([seed, 0x52]))
-    for _ in range(int(ev.cfg["relearn_steps"])):
-        opt.zero_grad(set_to_none=True)
-        nll_of(model, batches()).backward()
-        opt.step()
+    with onednn.accelerated(model):
+        for _ in range(int(ev.cfg["relearn_steps"])):
+            opt.zero_grad(set_to_none=True)
+            nll_of(model, batches()).backward()
+            opt.step()
     return model.eval()
 
 

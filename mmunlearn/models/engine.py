@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mmunlearn.models import onednn
 from mmunlearn.models.arch import generate as arch_generate
 from mmunlearn.models.arch import language_hidden_states, model_parts, needs_image_features
 from mmunlearn.models.encode import IGNORE, Encoded, collate, encode, repeat
@@ -260,63 +261,32 @@ def _skip_post(module, args, output):
 _HOOK_FNS = {"tail": (_tail_pre, _tail_post), "head": (_head_pre, _head_post), "skip": (_skip_pre, _skip_post)}
 
 
-class _PackedLinear:
-    """An nn.Linear computed by oneDNN from a weight reordered once for it (float32 on CPU): the
-    default BLAS path reaches well under half the throughput on these matrix shapes on AVX-512
-    CPUs. Installed as the module's instance `forward`, used only in threads inside `_fast_batch`
-    and without autograd; elsewhere the module computes as usual. `remove` restores it."""
-
-    def __init__(self, module: torch.nn.Linear):
-        self.module = module
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), None)
-        module.forward = self.forward
-
-    def forward(self, x):
-        m = self.module
-        if not _active(m, "packed") or torch.is_grad_enabled() or x.dtype != torch.float32 or x.dim() < 2:
-            return type(m).forward(m, x)
-        return torch.ops.mkldnn._linear_pointwise(x, self.weight, m.bias, "none", [], "")
-
-    def remove(self) -> None:
-        del self.module.forward
-
-
-def _packable(model, budget_bytes: int = 1 << 30) -> list[torch.nn.Module]:
-    """The model's plain float32 nn.Linear modules, when on CPU with oneDNN available and their
-    weights fit `budget_bytes` (each packed copy lives for one `score` call)."""
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
-        return []
-    mods = [m for m in model.modules() if type(m) is torch.nn.Linear]
-    if not mods or any(m.weight.device.type != "cpu" or m.weight.dtype != torch.float32 for m in mods):
-        return []
-    return mods if sum(m.weight.nbytes for m in mods) <= budget_bytes else []
-
-
 @contextmanager
 def _fast_hooks(plan: Sequence[tuple[torch.nn.Module, str]]):
     """Installs the hooks of `plan` (module, kind) for the duration. They act only in threads
     inside `_fast_batch(plan, k, sel)` (other threads see the plain modules): "tail" runs the
     module on the last `k` positions, or on those of them selected by `sel` [batch, k] (zeros
     elsewhere: nothing kept depends on them), "head" runs the output head on the `sel` positions
-    of its input (the last `k`; else on a contiguous copy of it), "skip" makes the module an identity (an unused layer; it runs on one position),
-    "packed" computes an nn.Linear through oneDNN (`_PackedLinear`)."""
+    of its input (the last `k`; else on a contiguous copy of it), "skip" makes the module an
+    identity (an unused layer; it runs on one position), "packed" computes an nn.Linear through
+    oneDNN (`onednn`)."""
     entries = []
     with _HOOK_LOCK:
         for m, kind in plan:
+            if kind == "packed":
+                continue
             entry = _HOOKS.get((id(m), kind))
             if entry is None:
-                if kind == "packed":
-                    handles = [_PackedLinear(m)]
-                else:
-                    pre, post = _HOOK_FNS[kind]
-                    handles = [m.register_forward_pre_hook(pre, with_kwargs=True)]
-                    if post is not None:
-                        handles.append(m.register_forward_hook(post))
+                pre, post = _HOOK_FNS[kind]
+                handles = [m.register_forward_pre_hook(pre, with_kwargs=True)]
+                if post is not None:
+                    handles.append(m.register_forward_hook(post))
                 entry = _HOOKS[(id(m), kind)] = [0, handles]
             entry[0] += 1
             entries.append(((id(m), kind), entry))
     try:
-        yield
+        with onednn.installed([m for m, kind in plan if kind == "packed"]):
+            yield
     finally:
         with _HOOK_LOCK:
             for key, entry in entries:
@@ -334,14 +304,15 @@ def _fast_batch(plan: Sequence[tuple[torch.nn.Module, str]], k: int | None, sel:
     _FAST.active, _FAST.k, _FAST.sel = {(id(m), kind) for m, kind in plan}, k, sel
     _FAST.shapes, _FAST.skipped = {}, {}
     try:
-        yield
+        with onednn.active([m for m, kind in plan if kind == "packed"]):
+            yield
     finally:
         _FAST.active, _FAST.k, _FAST.sel, _FAST.shapes, _FAST.skipped = set(), None, None, {}, {}
 
 
 def _hook_plan(model, hidden_layer: int | None, answer_tail: bool, reuse: bool,
                packed: bool = True) -> list[tuple[torch.nn.Module, str]]:
-    plan: list[tuple[torch.nn.Module, str]] = [(m, "packed") for m in _packable(model)] if packed else []
+    plan: list[tuple[torch.nn.Module, str]] = [(m, "packed") for m in onednn.linears(model)] if packed else []
     if answer_tail:
         plan += [(m, "tail") for m in _tail_modules(model, hidden_layer)]
         head = _unwrap(model).get_output_embeddings() if hasattr(_unwrap(model), "get_output_embeddings") else None
@@ -561,9 +532,12 @@ def _run_streams(n_streams: int, n_batches: int, run: Callable, scatter: Callabl
         take(idx, res)
         while True:  # what the workers finished meanwhile
             try:
-                take(*done.get_nowait())
+                item = done.get_nowait()
             except queue.Empty:
                 return
+            if item is None:  # a worker failed
+                raise errors[0]
+            take(*item)
 
     if n_streams == 1:
         run(0, emit_here)

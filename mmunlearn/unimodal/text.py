@@ -271,6 +271,7 @@ def train_lora(lm, data: RowSet, pad_id: int, params: dict, epochs: float, batch
     """A LoRA copy of `lm` (`finetune.add_lora`) trained on `data` with the finetune recipe as the
     HF Trainer runs it: AdamW at `finetune.lr`, beta2 0.98, linear decay to 0, gradient norm
     clipped at 1; `tag` separates the batch orders of the trainings of one seed."""
+    from mmunlearn.models import onednn
     from mmunlearn.models.encode import collate
     from mmunlearn.models.finetune import add_lora
     from mmunlearn.models.scoring import answer_nll
@@ -283,17 +284,18 @@ def train_lora(lm, data: RowSet, pad_id: int, params: dict, epochs: float, batch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / total)
     rng = np.random.default_rng([seed, 0x7E, tag])
     step = 0
-    while step < total:
-        for idx in length_batches(data.enc, batch_size, rng):
-            loss = answer_nll(model, collate(data.enc, idx, pad_id))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(weights, 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-            if step == total:
-                break
+    with onednn.accelerated(model):
+        while step < total:
+            for idx in length_batches(data.enc, batch_size, rng):
+                loss = answer_nll(model, collate(data.enc, idx, pad_id))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(weights, 1.0)
+                opt.step()
+                sched.step()
+                step += 1
+                if step == total:
+                    break
     return model.eval()
 
 
@@ -365,6 +367,7 @@ def unlearn(method_name: str, ft, ref, data: TextData, setting: Setting, params:
     from mmunlearn.methods import get
     from mmunlearn.methods.base import Context, trainable
     from mmunlearn.methods.runner import Sampler
+    from mmunlearn.models import onednn
     from mmunlearn.models.encode import retarget
 
     mcfg = params["unlearn"][method_name]
@@ -387,12 +390,13 @@ def unlearn(method_name: str, ft, ref, data: TextData, setting: Setting, params:
     ctx = Context(model=model, ref=ref, optimizer=optimizer, accelerator=LocalAccelerator(), rng=batch_rng,
                   forget_batches=Sampler(target, data.pad, bs, batch_rng), retain_batches=retain,
                   forget_rows=task.rows, retain_rows=setting.retain.rows, state=state)
-    method.begin_task(ctx)
-    if method.run_task is not None:
-        method.run_task(ctx)
-    else:
-        for _ in range(steps):
-            method.step(ctx)
+    with onednn.accelerated(model), onednn.accelerated(ref):
+        method.begin_task(ctx)
+        if method.run_task is not None:
+            method.run_task(ctx)
+        else:
+            for _ in range(steps):
+                method.step(ctx)
     for h in state.pop("hooks", []):
         h.remove()
     return model.eval(), state

@@ -1,0 +1,98 @@
+"""oneDNN linears: the same values and gradients as nn.Linear, refreshed after in-place updates,
+active only inside the context and thread, and the module restored afterwards."""
+import threading
+
+import pytest
+import torch
+
+from mmunlearn.models import onednn
+
+pytestmark = pytest.mark.skipif(not onednn.linears(torch.nn.Linear(2, 2)), reason="oneDNN not available")
+
+
+def _net(seed: int = 0) -> torch.nn.Sequential:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(24, 48), torch.nn.GELU(), torch.nn.Linear(48, 8, bias=False))
+
+
+def _train(net, steps: int, accelerated: bool) -> tuple[list[float], list[torch.Tensor]]:
+    x = torch.randn(4, 5, 24, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    losses, grads = [], []
+    with onednn.accelerated(net, accelerated):
+        for _ in range(steps):
+            opt.zero_grad()
+            x.grad = None
+            loss = net(x).pow(2).mean()
+            loss.backward()
+            grads.append(x.grad.clone())
+            losses.append(float(loss.detach()))
+            opt.step()  # in place: the reordered weights must follow
+    return losses, grads + [p.detach().clone() for p in net.parameters()]
+
+
+def test_training_matches_nn_linear():
+    plain = _train(_net(), 4, accelerated=False)
+    fast = _train(_net(), 4, accelerated=True)
+    assert fast[0] == pytest.approx(plain[0], rel=1e-5)
+    for a, b in zip(fast[1], plain[1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert plain[0][-1] < plain[0][0]  # the weights did change between steps
+
+
+def test_frozen_weights_give_input_gradients_only():
+    net = _net()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(3, 24, requires_grad=True)
+    ref = torch.autograd.grad(net(x).sum(), x)[0]
+    with onednn.accelerated(net):
+        got = torch.autograd.grad(net(x).sum(), x)[0]
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_active_only_in_context_and_thread():
+    net = _net()
+    lin = net[0]
+    calls = []
+    original = torch.ops.mkldnn._linear_pointwise
+
+    def counting(*a):
+        calls.append(threading.current_thread().name)
+        return original(*a)
+
+    x = torch.randn(2, 24)
+    torch.ops.mkldnn._linear_pointwise = counting
+    try:
+        with torch.no_grad():
+            with onednn.installed([lin]):
+                assert "forward" in vars(lin)
+                lin(x)  # installed but not active in this thread
+                assert calls == []
+                with onednn.active([lin]):
+                    other = threading.Thread(target=lin, args=(x,), name="other")
+                    other.start()
+                    other.join()
+                    lin(x)
+            assert "forward" not in vars(lin)  # restored
+            lin(x)
+    finally:
+        torch.ops.mkldnn._linear_pointwise = original
+    assert calls == [threading.current_thread().name]
+
+
+def test_nested_installs_share_one_and_restore():
+    net = _net()
+    with onednn.accelerated(net):
+        inner = vars(net[0])["forward"]
+        with onednn.accelerated(net):
+            assert vars(net[0])["forward"] == inner
+        assert vars(net[0])["forward"] == inner
+    assert "forward" not in vars(net[0])
+
+
+def test_only_plain_float32_cpu_linears():
+    assert onednn.linears(_net().double()) == []
+    assert len(onednn.linears(_net())) == 2
+    assert onednn.linears(_net(), budget_bytes=16) == []
