@@ -735,22 +735,29 @@ def choose_options(model, processor, rows: Sequence[dict], images: Callable, bat
 
 
 @torch.inference_mode()
-def generate(model, processor, enc: Encoded, batch_size: int = 64, max_new_tokens: int = 24) -> list[str]:
-    """Batched greedy decoding of the prompts of `enc` (left padding); answers stripped."""
+def generate(model, processor, enc: Encoded, batch_size: int = 64, max_new_tokens: int = 24,
+             packed_linear: bool = True) -> list[str]:
+    """Batched greedy decoding of the prompts of `enc` (left padding); answers stripped.
+    `packed_linear`: the linear layers through oneDNN (as in `score`, checked the same way)."""
     tok = processor.tokenizer
     texts: list[str] = [""] * len(enc)
     order = _order(enc)
     was_training = model.training
     model.eval()
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        batch = collate(enc, idx, tok.pad_token_id, side="left", with_answer=False)
-        gen = arch_generate(model, model_inputs(batch), max_new_tokens=max_new_tokens, do_sample=False,
-                            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        new = gen[:, batch["input_ids"].shape[1]:]
-        for r, i in enumerate(idx):
-            texts[i] = tok.decode(new[r], skip_special_tokens=True).strip()
-    model.train(was_training)
+    try:
+        _, plan = _fast_plan(model, enc, order, tok.pad_token_id, None, False, False, packed_linear)
+        packed = [m for m, kind in plan if kind == "packed"]
+        with onednn.installed(packed), onednn.active(packed):
+            for s in range(0, len(order), batch_size):
+                idx = order[s:s + batch_size]
+                batch = collate(enc, idx, tok.pad_token_id, side="left", with_answer=False)
+                gen = arch_generate(model, model_inputs(batch), max_new_tokens=max_new_tokens, do_sample=False,
+                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                new = gen[:, batch["input_ids"].shape[1]:]
+                for r, i in enumerate(idx):
+                    texts[i] = tok.decode(new[r], skip_special_tokens=True).strip()
+    finally:
+        model.train(was_training)
     return texts
 
 
