@@ -15,9 +15,10 @@ def _net(seed: int = 0) -> torch.nn.Sequential:
     return torch.nn.Sequential(torch.nn.Linear(24, 48), torch.nn.GELU(), torch.nn.Linear(48, 8, bias=False))
 
 
-def _train(net, steps: int, accelerated: bool) -> tuple[list[float], list[torch.Tensor]]:
+def _train(net, steps: int, accelerated: bool, fused: bool) -> tuple[list[float], list[torch.Tensor]]:
     x = torch.randn(4, 5, 24, generator=torch.Generator().manual_seed(1), requires_grad=True)
-    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    # fused AdamW updates the weights without bumping their version counters
+    opt = torch.optim.AdamW(net.parameters(), lr=0.05, fused=True) if fused else torch.optim.SGD(net.parameters(), lr=0.1)
     losses, grads = [], []
     with onednn.accelerated(net, accelerated):
         for _ in range(steps):
@@ -31,9 +32,10 @@ def _train(net, steps: int, accelerated: bool) -> tuple[list[float], list[torch.
     return losses, grads + [p.detach().clone() for p in net.parameters()]
 
 
-def test_training_matches_nn_linear():
-    plain = _train(_net(), 4, accelerated=False)
-    fast = _train(_net(), 4, accelerated=True)
+@pytest.mark.parametrize("fused", [False, True])
+def test_training_matches_nn_linear(fused):
+    plain = _train(_net(), 4, accelerated=False, fused=fused)
+    fast = _train(_net(), 4, accelerated=True, fused=fused)
     assert fast[0] == pytest.approx(plain[0], rel=1e-5)
     for a, b in zip(fast[1], plain[1]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

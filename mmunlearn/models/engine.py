@@ -285,7 +285,7 @@ def _fast_hooks(plan: Sequence[tuple[torch.nn.Module, str]]):
             entry[0] += 1
             entries.append(((id(m), kind), entry))
     try:
-        with onednn.installed([m for m, kind in plan if kind == "packed"]):
+        with onednn.installed([m for m, kind in plan if kind == "packed"], static=True):
             yield
     finally:
         with _HOOK_LOCK:
@@ -747,7 +747,7 @@ def generate(model, processor, enc: Encoded, batch_size: int = 64, max_new_token
     try:
         _, plan = _fast_plan(model, enc, order, tok.pad_token_id, None, False, False, packed_linear)
         packed = [m for m, kind in plan if kind == "packed"]
-        with onednn.installed(packed), onednn.active(packed):
+        with onednn.installed(packed, static=True), onednn.active(packed):
             for s in range(0, len(order), batch_size):
                 idx = order[s:s + batch_size]
                 batch = collate(enc, idx, tok.pad_token_id, side="left", with_answer=False)

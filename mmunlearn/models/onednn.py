@@ -2,12 +2,14 @@
 throughput on the tiny models' matrix shapes on AVX-512 CPUs (both compute in float32).
 
 `installed(modules)` gives each float32 CPU nn.Linear an instance `forward` that, in a thread
-where the module is `active`, computes `x @ W.T + b` with oneDNN from a weight reordered once into
-its blocked layout (again after the weight changes in place, e.g. an optimizer step). With autograd,
+where the module is `active`, computes `x @ W.T + b` with oneDNN from a weight reordered into its
+blocked layout: once per install where the weights are `static` (inference), else once per call
+for trainable weights (optimizers update them in place, fused ones without bumping the tensor's
+version counter) and once per version for frozen ones. With autograd,
 the input's gradient goes through oneDNN too (W.T reordered likewise) and the weight's and bias'
 gradients through the usual matrix product. Elsewhere, and outside `active`, a module computes as
-usual. Weights must not be changed through `.data` while installed (that skips the version counter
-the reordered copies are checked against).
+usual. Frozen weights must not be changed through `.data` while installed (that skips the
+version counter the reordered copies are checked against).
 """
 from __future__ import annotations
 
@@ -36,14 +38,15 @@ def _reorder(w: torch.Tensor) -> torch.Tensor:
 class PackedLinear:
     """The oneDNN forward of one nn.Linear (see the module docstring); `remove` restores it."""
 
-    def __init__(self, module: torch.nn.Linear):
-        self.module = module
+    def __init__(self, module: torch.nn.Linear, static: bool = False):
+        self.module, self.static = module, static
         self._state: tuple | None = None  # (weight ref, (data_ptr, version), packed W, [packed W.T]): swapped whole
         module.forward = self.forward
 
     def _current(self) -> tuple:
         w, st = self.module.weight, self._state
-        if st is None or st[0]() is not w or st[1] != (w.data_ptr(), w._version):
+        if (st is None or st[0]() is not w or st[1] != (w.data_ptr(), w._version)
+                or (w.requires_grad and not self.static)):
             st = self._state = (weakref.ref(w), (w.data_ptr(), w._version), _reorder(w.detach()), [])
         return st
 
@@ -101,14 +104,16 @@ def linears(model: torch.nn.Module, budget_bytes: int = 1 << 30) -> list[torch.n
 
 
 @contextmanager
-def installed(modules: Sequence[torch.nn.Module]):
-    """`PackedLinear` on every module for the duration (nested and concurrent uses share one)."""
+def installed(modules: Sequence[torch.nn.Module], static: bool = False):
+    """`PackedLinear` on every module for the duration (nested and concurrent uses share one,
+    `static` only while every use is: no weight changes while installed)."""
     keys = []
     with _LOCK:
         for m in modules:
             entry = _INSTALLED.get(id(m))
             if entry is None:
-                entry = _INSTALLED[id(m)] = [0, PackedLinear(m)]
+                entry = _INSTALLED[id(m)] = [0, PackedLinear(m, static)]
+            entry[1].static = entry[1].static and static
             entry[0] += 1
             keys.append(id(m))
     try:
