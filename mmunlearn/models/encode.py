@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -247,15 +248,16 @@ def collate(enc: Encoded, idx: Sequence[int], pad_id: int, side: str = "left",
     prompts are batched (for generation)."""
     seqs = [enc.input_ids[i] if with_answer else enc.input_ids[i][: enc.prompt_len[i]] for i in idx]
     width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(seqs), width), dtype=np.int64)
+    labels = np.full((len(seqs), width), IGNORE, dtype=np.int64)
     for r, (i, s) in enumerate(zip(idx, seqs)):
         off = width - len(s) if side == "left" else 0
-        ids[r, off:off + len(s)] = torch.tensor(s)
+        ids[r, off:off + len(s)] = s
         mask[r, off:off + len(s)] = 1
         if with_answer:
-            labels[r, off + enc.prompt_len[i]: off + len(s)] = torch.tensor(s[enc.prompt_len[i]:])
+            labels[r, off + enc.prompt_len[i]: off + len(s)] = s[enc.prompt_len[i]:]
+    ids, mask, labels = torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(labels)
     batch = {"input_ids": ids, "attention_mask": mask}
     if enc.mm_types:
         types = torch.zeros_like(ids)
