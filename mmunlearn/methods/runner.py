@@ -72,7 +72,6 @@ def run_sequence(method_name: str, params: dict, variant: str, seed: int, qa: pd
     from accelerate import Accelerator
     from tqdm import tqdm
 
-    from mmunlearn.models import onednn
     from mmunlearn.models.encode import encode, file_images, retarget
 
     cfg = params["unlearn"]
@@ -111,13 +110,7 @@ def run_sequence(method_name: str, params: dict, variant: str, seed: int, qa: pd
         ctx = Context(model=model, ref=ref, optimizer=optimizer, accelerator=accelerator, rng=rng,
                       forget_batches=forget, retain_batches=retain, forget_rows=rows,
                       retain_rows=retain_rows, state=state)
-        with onednn.accelerated(model), onednn.accelerated(ref):
-            method.begin_task(ctx)
-            if method.run_task is not None:
-                method.run_task(ctx)
-            else:
-                for _ in range(int(mcfg["steps"])):
-                    method.step(ctx)
+        method.unlearn_task(ctx, int(mcfg["steps"]))
         with torch.no_grad():
             model.eval()
             f_nll = float(nll_of(model, state["true_forget_batch"]))

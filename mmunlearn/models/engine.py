@@ -313,10 +313,11 @@ def _fast_batch(plan: Sequence[tuple[torch.nn.Module, str]], k: int | None, sel:
 def _hook_plan(model, hidden_layer: int | None, answer_tail: bool, reuse: bool,
                packed: bool = True) -> list[tuple[torch.nn.Module, str]]:
     plan: list[tuple[torch.nn.Module, str]] = [(m, "packed") for m in onednn.linears(model)] if packed else []
-    if answer_tail:
-        plan += [(m, "tail") for m in _tail_modules(model, hidden_layer)]
+    tail = _tail_modules(model, hidden_layer) if answer_tail else []
+    if tail:
+        plan += [(m, "tail") for m in tail]
         head = _unwrap(model).get_output_embeddings() if hasattr(_unwrap(model), "get_output_embeddings") else None
-        if plan and isinstance(head, torch.nn.Module):
+        if isinstance(head, torch.nn.Module):
             plan.append((head, "head"))
     if reuse:
         plan += [(m, "skip") for m in _unused_vision_layers(model)]
@@ -329,7 +330,8 @@ def _answer_k(batch: dict) -> tuple[int, torch.Tensor]:
     labels = batch["labels"]
     k = int((labels != IGNORE).sum(1).max()) + 1
     sel = torch.zeros((labels.shape[0], k), dtype=torch.bool)
-    sel[:, :-1] = labels[:, -(k - 1):] != IGNORE if k > 1 else sel[:, :-1]
+    if k > 1:
+        sel[:, :-1] = labels[:, -(k - 1):] != IGNORE
     return k, sel
 
 
@@ -387,14 +389,14 @@ def _batch_scores(model, batch: dict, inputs: dict | None, hidden_layer: int | N
     mu = (p * logp).sum(-1)
     sigma = (p * (logp - mu.unsqueeze(-1)).pow(2)).sum(-1).clamp(min=1e-12).sqrt()  # Var[log p], no cancellation
     top2 = p.topk(2, dim=-1).values if p.shape[-1] > 1 else p.new_zeros(p.shape[0], 2)
-    n = mask.shape[0]
-    cnt = mask.sum(-1).clamp(min=1).double()
+    n, count = mask.shape[0], mask.sum(-1)
+    cnt = count.clamp(min=1).double()
 
     def per_row(v: torch.Tensor) -> torch.Tensor:
         return torch.zeros(n, dtype=torch.float64).index_add_(0, row, v.double())
 
     res_ = {
-        "count": mask.sum(-1).cpu().numpy(),
+        "count": count.cpu().numpy(),
         "tlp": tlp.cpu().numpy(),
         "z": ((tlp - mu) / sigma).cpu().numpy(),
         "tgt": tgt.cpu().numpy(),
@@ -746,8 +748,7 @@ def generate(model, processor, enc: Encoded, batch_size: int = 64, max_new_token
     model.eval()
     try:
         _, plan = _fast_plan(model, enc, order, tok.pad_token_id, None, False, False, packed_linear)
-        packed = [m for m, kind in plan if kind == "packed"]
-        with onednn.installed(packed, static=True), onednn.active(packed):
+        with _fast_hooks(plan), _fast_batch(plan, None):
             for s in range(0, len(order), batch_size):
                 idx = order[s:s + batch_size]
                 batch = collate(enc, idx, tok.pad_token_id, side="left", with_answer=False)

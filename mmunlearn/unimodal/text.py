@@ -367,7 +367,6 @@ def unlearn(method_name: str, ft, ref, data: TextData, setting: Setting, params:
     from mmunlearn.methods import get
     from mmunlearn.methods.base import Context, trainable
     from mmunlearn.methods.runner import Sampler
-    from mmunlearn.models import onednn
     from mmunlearn.models.encode import retarget
 
     mcfg = params["unlearn"][method_name]
@@ -390,13 +389,7 @@ def unlearn(method_name: str, ft, ref, data: TextData, setting: Setting, params:
     ctx = Context(model=model, ref=ref, optimizer=optimizer, accelerator=LocalAccelerator(), rng=batch_rng,
                   forget_batches=Sampler(target, data.pad, bs, batch_rng), retain_batches=retain,
                   forget_rows=task.rows, retain_rows=setting.retain.rows, state=state)
-    with onednn.accelerated(model), onednn.accelerated(ref):
-        method.begin_task(ctx)
-        if method.run_task is not None:
-            method.run_task(ctx)
-        else:
-            for _ in range(steps):
-                method.step(ctx)
+    method.unlearn_task(ctx, steps)
     for h in state.pop("hooks", []):
         h.remove()
     return model.eval(), state
