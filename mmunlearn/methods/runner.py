@@ -110,7 +110,7 @@ def run_sequence(method_name: str, params: dict, variant: str, seed: int, qa: pd
         ctx = Context(model=model, ref=ref, optimizer=optimizer, accelerator=accelerator, rng=rng,
                       forget_batches=forget, retain_batches=retain, forget_rows=rows,
                       retain_rows=retain_rows, state=state)
-        method.unlearn_task(ctx, int(mcfg["steps"]))
+        method.unlearn_task(ctx, int(mcfg.get("steps", 0)))
         with torch.no_grad():
             model.eval()
             f_nll = float(nll_of(model, state["true_forget_batch"]))
