@@ -10,13 +10,16 @@ from mmunlearn.models import onednn
 pytestmark = pytest.mark.skipif(not onednn.linears(torch.nn.Linear(2, 2)), reason="oneDNN not available")
 
 
+D = onednn.THIN + 16  # wider than THIN: trainable weights go through oneDNN too
+
+
 def _net(seed: int = 0) -> torch.nn.Sequential:
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(24, 48), torch.nn.GELU(), torch.nn.Linear(48, 8, bias=False))
+    return torch.nn.Sequential(torch.nn.Linear(D, D + 8), torch.nn.GELU(), torch.nn.Linear(D + 8, D + 1, bias=False))
 
 
 def _train(net, steps: int, accelerated: bool, fused: bool) -> tuple[list[float], list[torch.Tensor]]:
-    x = torch.randn(4, 5, 24, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    x = torch.randn(4, 5, D, generator=torch.Generator().manual_seed(1), requires_grad=True)
     # fused AdamW updates the weights without bumping their version counters
     opt = torch.optim.AdamW(net.parameters(), lr=0.05, fused=True) if fused else torch.optim.SGD(net.parameters(), lr=0.1)
     losses, grads = [], []
@@ -46,7 +49,7 @@ def test_frozen_weights_give_input_gradients_only():
     net = _net()
     for p in net.parameters():
         p.requires_grad_(False)
-    x = torch.randn(3, 24, requires_grad=True)
+    x = torch.randn(3, D, requires_grad=True)
     ref = torch.autograd.grad(net(x).sum(), x)[0]
     with onednn.accelerated(net):
         got = torch.autograd.grad(net(x).sum(), x)[0]
@@ -64,7 +67,7 @@ def test_active_only_in_context_and_thread():
         calls.append(threading.current_thread().name)
         return original(*a)
 
-    x = torch.randn(2, 24)
+    x = torch.randn(2, D)
     torch.ops.mkldnn._linear_pointwise = counting
     try:
         with torch.no_grad():
@@ -98,3 +101,28 @@ def test_only_plain_float32_cpu_linears():
     assert onednn.linears(_net().double()) == []
     assert len(onednn.linears(_net())) == 2
     assert onednn.linears(_net(), budget_bytes=16) == []
+
+
+def test_thin_trainable_weights_compute_as_usual():
+    """LoRA-shaped trainable weights (a side <= THIN) skip oneDNN (per-call reorders cost more
+    than it saves); frozen, the same layer goes through oneDNN."""
+    lin = torch.nn.Linear(D, onednn.THIN)
+    calls = []
+    original = torch.ops.mkldnn._linear_pointwise
+
+    def counting(*a):
+        calls.append(1)
+        return original(*a)
+
+    x = torch.randn(3, D)
+    torch.ops.mkldnn._linear_pointwise = counting
+    try:
+        with onednn.accelerated(lin):
+            y = lin(x)
+            assert calls == []
+            lin.requires_grad_(False)
+            y_frozen = lin(x)
+            assert len(calls) == 1
+    finally:
+        torch.ops.mkldnn._linear_pointwise = original
+    torch.testing.assert_close(y_frozen, y, rtol=1e-5, atol=1e-6)

@@ -762,6 +762,30 @@ def generate(model, processor, enc: Encoded, batch_size: int = 64, max_new_token
     return texts
 
 
+def greedy_texts(model, processor, enc: Encoded, exact: np.ndarray, batch_size: int = 64,
+                 max_new_tokens: int = 24) -> list[str]:
+    """`generate`'s texts, decoding only rows whose greedy answer is not known already: where the
+    teacher-forced argmax is the target at every answer position including EOS (`exact`, from
+    `score`), greedy decoding emits exactly the target tokens and stops, so the text is the target
+    decoded (up to float rounding between the cached and the full pass, which the engine's tests
+    and benchmarks/eval.py check). A memorising model's retain rows skip decoding entirely."""
+    tok = processor.tokenizer
+    texts: list[str] = [""] * len(enc)
+    todo = []
+    for i, ids in enumerate(enc.input_ids):
+        answer = ids[enc.prompt_len[i]:]
+        if exact[i] and len(answer) <= max_new_tokens:
+            texts[i] = tok.decode(answer, skip_special_tokens=True).strip()
+        else:
+            todo.append(i)
+    if todo:
+        sub = Encoded(input_ids=[enc.input_ids[i] for i in todo], prompt_len=[enc.prompt_len[i] for i in todo],
+                      image=[enc.image[i] for i in todo], pixels=enc.pixels, mm_types=enc.mm_types)
+        for i, text in zip(todo, generate(model, processor, sub, batch_size, max_new_tokens)):
+            texts[i] = text
+    return texts
+
+
 @torch.inference_mode()
 def generate_per_sample(model, processor, rows: Sequence[dict], images: Callable,
                         max_new_tokens: int = 24) -> list[str]:
@@ -821,7 +845,7 @@ def evaluate(model, processor, rows: Sequence[dict], images: Callable, batch_siz
         if choice[i] >= 0:
             correct[i] = list(row["options"])[choice[i]] == row["answer"]
     if with_generation:
-        texts = generate(model, processor, enc, batch_size)
+        texts = greedy_texts(model, processor, enc, s.exact, batch_size)
         frame["generated"] = texts
         for i, row in enumerate(rows):
             if choice[i] < 0:
