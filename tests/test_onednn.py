@@ -126,3 +126,39 @@ def test_thin_trainable_weights_compute_as_usual():
     finally:
         torch.ops.mkldnn._linear_pointwise = original
     torch.testing.assert_close(y_frozen, y, rtol=1e-5, atol=1e-6)
+
+
+def test_gated_mlp_runs_fused_in_static_inference_only():
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    torch.manual_seed(0)
+    mlp = LlamaMLP(LlamaConfig(hidden_size=D, intermediate_size=2 * D, num_attention_heads=4, hidden_act="silu"))
+    assert onednn.gated_mlps(torch.nn.Sequential(mlp, torch.nn.Linear(D, D))) == [mlp]
+    x = torch.randn(3, 7, D)
+    with torch.no_grad():
+        want = mlp(x)
+    fused = []
+    original = torch.ops.mkldnn._linear_pointwise.binary
+
+    def counting(*a):
+        fused.append(1)
+        return original(*a)
+
+    mods = onednn.linears(mlp) + [mlp]
+    torch.ops.mkldnn._linear_pointwise.binary = counting
+    try:
+        with onednn.installed(mods, static=True), onednn.active(mods):
+            with torch.no_grad():
+                got = mlp(x)
+                assert len(fused) == 1
+                got_2d = mlp(x[0])  # gathered positions
+            torch.testing.assert_close(mlp(x), want, rtol=1e-5, atol=1e-5)  # autograd: unfused
+        with onednn.installed(mods), onednn.active(mods), torch.no_grad():
+            mlp(x)  # weights may change: unfused
+    finally:
+        torch.ops.mkldnn._linear_pointwise.binary = original
+    assert len(fused) == 2
+    assert "forward" not in vars(mlp)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_2d, want[0], rtol=1e-5, atol=1e-5)

@@ -312,7 +312,8 @@ def _fast_batch(plan: Sequence[tuple[torch.nn.Module, str]], k: int | None, sel:
 
 def _hook_plan(model, hidden_layer: int | None, answer_tail: bool, reuse: bool,
                packed: bool = True) -> list[tuple[torch.nn.Module, str]]:
-    plan: list[tuple[torch.nn.Module, str]] = [(m, "packed") for m in onednn.linears(model)] if packed else []
+    lins = onednn.linears(model) if packed else []
+    plan: list[tuple[torch.nn.Module, str]] = [(m, "packed") for m in lins + (onednn.gated_mlps(model) if lins else [])]
     tail = _tail_modules(model, hidden_layer) if answer_tail else []
     if tail:
         plan += [(m, "tail") for m in tail]

@@ -11,7 +11,8 @@ gradients through the usual matrix product. Elsewhere, and outside `active`, a m
 usual. Frozen weights must not be changed through `.data` while installed (that skips the
 version counter the reordered copies are checked against). Trainable weights with a side of at
 most `THIN` (LoRA's A and B) compute as usual: for them the per-call reorders cost more than
-oneDNN saves (measured: ~2x slower forward + backward at rank 32).
+oneDNN saves (measured: ~2x slower forward + backward at rank 32). In inference, a SiLU-gated
+MLP block given to `installed` with its linears runs fused (`FusedMLP`).
 """
 from __future__ import annotations
 
@@ -96,6 +97,51 @@ class _LinearFn(torch.autograd.Function):
         return gx, gw, gb, None, None
 
 
+def _silu(act) -> bool:
+    return isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation"
+
+
+class FusedMLP:
+    """The gated MLP `down(silu(gate(x)) * up(x))` (LLaMA, Qwen2) with the activation fused into
+    the gate projection and the product into the up projection (oneDNN post-ops: the two
+    [tokens, intermediate] passes of the activation and the product are not made). Acts where
+    no gradient is recorded and its three linears are installed `static` and active in this
+    thread; elsewhere the module computes as usual. `remove` restores it."""
+
+    def __init__(self, module: torch.nn.Module, static: bool = True):
+        self.module, self.static = module, static
+        module.forward = self.forward
+
+    def forward(self, x):
+        m = self.module
+        lins = (m.gate_proj, m.up_proj, m.down_proj)
+        entries = [_INSTALLED.get(id(lin)) for lin in lins]
+        ids = getattr(_LOCAL, "ids", None)
+        if (torch.is_grad_enabled() or not ids or any(e is None or not e[1].static or not ids.get(id(e[1].module))
+                                                      for e in entries)
+                or not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.dim() < 2
+                or x.device.type != "cpu"):
+            return type(m).forward(m, x)
+        x = x if x.is_contiguous() else x.contiguous()
+        gate, up = entries[0][1], entries[1][1]
+        h = torch.ops.mkldnn._linear_pointwise(x, gate._current()[2], m.gate_proj.bias, "swish", [], "")
+        h = torch.ops.mkldnn._linear_pointwise.binary(x, h, up._current()[2], m.up_proj.bias, "mul")
+        return m.down_proj(h)
+
+    def remove(self) -> None:
+        del self.module.forward
+
+
+def gated_mlps(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's SiLU-gated MLP blocks whose three projections are plain nn.Linear (see
+    `FusedMLP`), where the fused oneDNN ops exist."""
+    if not hasattr(torch.ops.mkldnn._linear_pointwise, "binary"):
+        return []
+    return [m for m in model.modules()
+            if all(type(getattr(m, n, None)) is torch.nn.Linear for n in ("gate_proj", "up_proj", "down_proj"))
+            and _silu(getattr(m, "act_fn", None))]
+
+
 def linears(model: torch.nn.Module, budget_bytes: int = 1 << 30) -> list[torch.nn.Linear]:
     """The model's plain float32 nn.Linear modules, when all are on CPU, oneDNN is available and
     their weights fit `budget_bytes` (the reordered copies live while installed); else none."""
@@ -109,14 +155,16 @@ def linears(model: torch.nn.Module, budget_bytes: int = 1 << 30) -> list[torch.n
 
 @contextmanager
 def installed(modules: Sequence[torch.nn.Module], static: bool = False):
-    """`PackedLinear` on every module for the duration (nested and concurrent uses share one,
-    `static` only while every use is: no weight changes while installed)."""
+    """`PackedLinear` on every nn.Linear of `modules`, `FusedMLP` on every other (from
+    `gated_mlps`), for the duration (nested and concurrent uses share one, `static` only while
+    every use is: no weight changes while installed)."""
     keys = []
     with _LOCK:
         for m in modules:
             entry = _INSTALLED.get(id(m))
             if entry is None:
-                entry = _INSTALLED[id(m)] = [0, PackedLinear(m, static)]
+                wrapper = PackedLinear(m, static) if isinstance(m, torch.nn.Linear) else FusedMLP(m, static)
+                entry = _INSTALLED[id(m)] = [0, wrapper]
             entry[1].static = entry[1].static and static
             entry[0] += 1
             keys.append(id(m))
