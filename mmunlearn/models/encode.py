@@ -83,6 +83,11 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def take(self, idx: Sequence[int]) -> "Encoded":
+        """Sequences `idx` (repeats allowed), sharing this encoding's images."""
+        return Encoded(input_ids=[self.input_ids[i] for i in idx], prompt_len=[self.prompt_len[i] for i in idx],
+                       image=[self.image[i] for i in idx], pixels=self.pixels, mm_types=self.mm_types)
+
 
 @dataclass
 class ImageCache:
@@ -227,9 +232,7 @@ def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image]
 
 def repeat(enc: Encoded, idx: Sequence[int], tok, answers: Sequence[str]) -> Encoded:
     """Sequences `idx` of `enc` (repeats allowed) with new target answers, e.g. one per option."""
-    sub = Encoded(input_ids=[enc.input_ids[i] for i in idx], prompt_len=[enc.prompt_len[i] for i in idx],
-                  image=[enc.image[i] for i in idx], pixels=enc.pixels, mm_types=enc.mm_types)
-    return retarget(sub, tok, answers)
+    return retarget(enc.take(idx), tok, answers)
 
 
 def retarget(enc: Encoded, tok, answers: Sequence[str]) -> Encoded:

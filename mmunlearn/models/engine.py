@@ -698,21 +698,16 @@ def choose_options(model, processor, rows: Sequence[dict], images: Callable, bat
         for k, r in enumerate(owner):
             first.setdefault(r, k)
         heads = list(first.values())  # one option sequence per row: its prompt
-        penc = Encoded(input_ids=[enc.input_ids[k] for k in heads], prompt_len=[enc.prompt_len[k] for k in heads],
-                       image=[enc.image[k] for k in heads], pixels=enc.pixels, mm_types=enc.mm_types)
+        penc = enc.take(heads)
         slot = {r: j for j, r in enumerate(first)}
         targets: list[list[list[int]]] = [[] for _ in heads]
         for k, r in enumerate(owner):
             targets[slot[r]].append(enc.input_ids[k][enc.prompt_len[k]:])
         if model not in _SHARED_OK:
             try:
-                one = Encoded(input_ids=penc.input_ids[:1], prompt_len=penc.prompt_len[:1], image=penc.image[:1],
-                              pixels=penc.pixels, mm_types=penc.mm_types)
-                got = _packed_option_sums(model, one, targets[:1], pad_id, batch_size, 1)[0]
+                got = _packed_option_sums(model, penc.take([0]), targets[:1], pad_id, batch_size, 1)[0]
                 ks = [k for k, r in enumerate(owner) if slot[r] == 0]
-                sub = Encoded(input_ids=[enc.input_ids[k] for k in ks], prompt_len=[enc.prompt_len[k] for k in ks],
-                              image=[enc.image[k] for k in ks], pixels=enc.pixels, mm_types=enc.mm_types)
-                want = score(model, sub, pad_id, batch_size, hidden_layer=None, workers=1).logprob_sum
+                want = score(model, enc.take(ks), pad_id, batch_size, hidden_layer=None, workers=1).logprob_sum
                 _SHARED_OK[model] = bool(np.allclose(got, want, rtol=1e-5, atol=1e-4))
             except (TypeError, ValueError, RuntimeError, IndexError, AttributeError, KeyError):
                 _SHARED_OK[model] = False
@@ -780,9 +775,7 @@ def greedy_texts(model, processor, enc: Encoded, exact: np.ndarray, batch_size: 
         else:
             todo.append(i)
     if todo:
-        sub = Encoded(input_ids=[enc.input_ids[i] for i in todo], prompt_len=[enc.prompt_len[i] for i in todo],
-                      image=[enc.image[i] for i in todo], pixels=enc.pixels, mm_types=enc.mm_types)
-        for i, text in zip(todo, generate(model, processor, sub, batch_size, max_new_tokens)):
+        for i, text in zip(todo, generate(model, processor, enc.take(todo), batch_size, max_new_tokens)):
             texts[i] = text
     return texts
 

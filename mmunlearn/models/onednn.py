@@ -30,9 +30,16 @@ _LOCAL = threading.local()  # .ids: Counter of active module ids in this thread
 THIN = 64
 
 
-def _pointwise(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _pointwise(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, attr: str = "none") -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x if x.is_contiguous() else x.contiguous(), packed, bias,
-                                              "none", [], "")
+                                              attr, [], "")
+
+
+def _runs_here(module: torch.nn.Module, x) -> bool:
+    """Whether `module` is active in this thread and `x` is a float32 CPU tensor it can take."""
+    ids = getattr(_LOCAL, "ids", None)
+    return (bool(ids) and bool(ids.get(id(module))) and isinstance(x, torch.Tensor) and x.dtype == torch.float32
+            and x.dim() >= 2 and x.device.type == "cpu")
 
 
 def _reorder(w: torch.Tensor) -> torch.Tensor:
@@ -62,9 +69,7 @@ class PackedLinear:
 
     def forward(self, x):
         m = self.module
-        if (not getattr(_LOCAL, "ids", None) or not _LOCAL.ids.get(id(m)) or not isinstance(x, torch.Tensor)
-                or x.dtype != torch.float32 or x.dim() < 2 or x.device.type != "cpu"
-                or (m.weight.requires_grad and not self.static and min(m.weight.shape) <= THIN)):
+        if not _runs_here(m, x) or (m.weight.requires_grad and not self.static and min(m.weight.shape) <= THIN):
             return type(m).forward(m, x)
         st = self._current()
         if torch.is_grad_enabled() and (x.requires_grad or m.weight.requires_grad
@@ -114,17 +119,13 @@ class FusedMLP:
 
     def forward(self, x):
         m = self.module
-        lins = (m.gate_proj, m.up_proj, m.down_proj)
-        entries = [_INSTALLED.get(id(lin)) for lin in lins]
-        ids = getattr(_LOCAL, "ids", None)
-        if (torch.is_grad_enabled() or not ids or any(e is None or not e[1].static or not ids.get(id(e[1].module))
-                                                      for e in entries)
-                or not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.dim() < 2
-                or x.device.type != "cpu"):
+        entries = [_INSTALLED.get(id(lin)) for lin in (m.gate_proj, m.up_proj, m.down_proj)]
+        if torch.is_grad_enabled() or any(e is None or not e[1].static or not _runs_here(e[1].module, x)
+                                          for e in entries):
             return type(m).forward(m, x)
         x = x if x.is_contiguous() else x.contiguous()
         gate, up = entries[0][1], entries[1][1]
-        h = torch.ops.mkldnn._linear_pointwise(x, gate._current()[2], m.gate_proj.bias, "swish", [], "")
+        h = _pointwise(x, gate._current()[2], m.gate_proj.bias, "swish")
         h = torch.ops.mkldnn._linear_pointwise.binary(x, h, up._current()[2], m.up_proj.bias, "mul")
         return m.down_proj(h)
 

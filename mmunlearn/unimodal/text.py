@@ -167,12 +167,7 @@ class RowSet:
         return len(self.rows)
 
     def subset(self, idx: Sequence[int]) -> "RowSet":
-        from mmunlearn.models.encode import Encoded
-
-        e = self.enc
-        return RowSet([self.rows[i] for i in idx],
-                      Encoded(input_ids=[e.input_ids[i] for i in idx], prompt_len=[e.prompt_len[i] for i in idx],
-                              image=[e.image[i] for i in idx], pixels=e.pixels, mm_types=e.mm_types))
+        return RowSet([self.rows[i] for i in idx], self.enc.take(idx))
 
     @staticmethod
     def concat(parts: Sequence["RowSet"]) -> "RowSet":
