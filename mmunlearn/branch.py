@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mmunlearn.io import write_json
 from mmunlearn.methods.runner import VARIANTS
+from mmunlearn.params import runtime
 
 
 def _job(args: tuple) -> tuple[dict, dict]:
@@ -37,7 +38,7 @@ def run_branch(params: dict, method: str, variants=VARIANTS, evaluate: bool = Tr
     dirs = {"base": str(base_dir), "finetuned": str(finetuned_dir), "data": str(data_dir),
             "unlearned": str(unlearned_root), "oracle": str(oracle_root), "eval": str(eval_root)}
     jobs = [(params, method, v, dirs, evaluate, kr, progress) for v in variants]
-    workers = int(params["unlearn"]["workers"]) if workers is None else workers
+    workers = runtime(params, "unlearn.workers") if workers is None else workers
     results = run_jobs(_job, jobs, workers)
     write_json(Path(metrics_dir) / f"{method}.json", {v: log for v, (log, _) in zip(variants, results)})
     if not evaluate:

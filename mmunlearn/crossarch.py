@@ -12,7 +12,7 @@ import copy
 import time
 
 from mmunlearn.io import atomic_dir, write_json
-from mmunlearn.params import validate_crossarch
+from mmunlearn.params import runtime, validate_crossarch
 
 
 def branch_params(params: dict) -> dict:
@@ -53,14 +53,14 @@ def run(params: dict, root="models/crossarch", out_path="outputs/crossarch/resul
         data_dir="data", progress: bool = True) -> list[dict]:
     """Rows {model, dataset, method, seed, FA, RA, MIA, AD, JS, retrained_distance} of the branch.
     Fine-tuning and the oracle train side by side, then the methods run side by side
-    (`mmunlearn.parallel`, `unlearn.workers`)."""
+    (`mmunlearn.parallel`, `runtime.unlearn.workers`)."""
     from mmunlearn.models.base import build_base
     from mmunlearn.parallel import run_jobs
 
     cfg = validate_crossarch(params.get("crossarch"))
     p = branch_params(params)
     variant = cfg["variant"]
-    workers = int(params["unlearn"]["workers"])
+    workers = runtime(params, "unlearn.workers")
     rows: list[dict] = []
     t0 = time.perf_counter()
     with atomic_dir(root) as tmp:

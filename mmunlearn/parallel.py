@@ -5,6 +5,10 @@ Workers are forked: they inherit the stage's imports (torch + transformers + pef
 process) and data. A forked child may only run torch single-threaded (the parent's OpenMP pool
 does not survive the fork), so where the cores leave a worker more than one thread the workers
 are spawned instead. On an accelerator, or with one worker, the jobs run here one after another.
+
+The worker count is a runtime knob (params.yaml `runtime:`, no stage's param): it cannot change
+results because each job runs with the torch thread count of the default plan whatever the
+count, and float reductions depend on the thread count, not on which process runs a job.
 """
 from __future__ import annotations
 
@@ -19,17 +23,21 @@ R = TypeVar("R")
 
 
 def plan(workers: int, n_jobs: int, per_job: bool = False) -> tuple[int, int]:
-    """(worker processes, torch threads each): `workers` 0 = one per core, or with `per_job` one
-    per job up to twice the cores (jobs of equal size: 3 on 2 cores end at 1.5x one job's time,
-    not 2x); never more than the jobs; one worker on an accelerator (its memory holds one job's
-    models)."""
+    """(worker processes, torch threads per job). Processes: `workers`, 0 = one per core, or with
+    `per_job` one per job up to twice the cores (jobs of equal size: 3 on 2 cores end at 1.5x one
+    job's time, not 2x); never more than the jobs; one on an accelerator (its memory holds one
+    job's models). Threads come from the default plan alone, never from `workers`: the cores split
+    between its processes (the caller's own count where it has one process), at most the caller's
+    count (a block pinned to 1 thread stays at 1)."""
     import torch
 
-    cores = os.cpu_count() or 1
+    here = torch.get_num_threads()
     if torch.cuda.is_available():
-        return 1, torch.get_num_threads()
-    n = max(1, min(int(workers) or (2 * cores if per_job else cores), n_jobs))
-    return n, (torch.get_num_threads() if n == 1 else max(1, cores // n))
+        return 1, here
+    cores = os.cpu_count() or 1
+    default = max(1, min(2 * cores if per_job else cores, n_jobs))
+    threads = here if default == 1 else max(1, min(here, cores // default))
+    return max(1, min(int(workers) or default, n_jobs)), threads
 
 
 _SHARED: dict = {}  # what every job of the running `run_jobs` reads (inherited by forked workers)
@@ -47,6 +55,18 @@ def _call(fn: Callable, job):
     return fn(_SHARED["value"], job) if "value" in _SHARED else fn(job)
 
 
+def _here(fn: Callable, jobs: Sequence, threads: int, shared) -> list:
+    """The jobs one after another in this process, with `threads` torch threads (then restored)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return [fn(job) if shared is None else fn(shared, job) for job in jobs]
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_jobs(fn: Callable[..., R], jobs: Sequence[T], workers: int = 0, per_job: bool = False,
              shared=None) -> list[R]:
     """`[fn(job) for job in jobs]` (`fn(shared, job)` when `shared` is given: objects every job
@@ -55,7 +75,7 @@ def run_jobs(fn: Callable[..., R], jobs: Sequence[T], workers: int = 0, per_job:
     error is raised here."""
     n, threads = plan(workers, len(jobs), per_job)
     if n == 1:
-        return [fn(job) if shared is None else fn(shared, job) for job in jobs]
+        return _here(fn, jobs, threads, shared)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers' own pool and fork
     fork = threads == 1
     if shared is not None and fork:

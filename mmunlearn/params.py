@@ -17,9 +17,13 @@ METHODS = (
     "random_labels", "finetune_retain", "salun",
 )
 TOP_LEVEL = ("seed", "seeds", "scale", "model", "method", "methods",
-             "data", "base", "finetune", "oracle", "unlearn", "metrics", "analysis")
+             "data", "base", "finetune", "oracle", "unlearn", "metrics", "analysis", "runtime")
+# Runtime knobs (`runtime.<key>`): worker counts, which cannot change results (mmunlearn.parallel),
+# so no stage lists them and editing one reruns nothing. Each was `<key>` in its section before.
+RUNTIME = ("data.workers", "oracle.workers", "unlearn.workers", "metrics.workers", "unimodal.text.workers")
 DATA_SOURCES = ("generated", "mllmu", "umu", "fiu")   # benchmarks: mmunlearn.data.sources.SOURCES
-TIES = ("ordinal", "average")
+TIES = ("tau_b", "ordinal")            # = mmunlearn.analysis.TIES (not imported: pandas/scipy)
+RELIABILITY = ("within", "pooled")     # = mmunlearn.analysis.RELIABILITY
 
 
 class ParamError(UserError, ValueError):
@@ -119,17 +123,8 @@ def validate(params: Any) -> None:
         if not isinstance(block, dict):
             raise ParamError(f"unlearn.{m}", block, "must be a mapping")
         for k, v in block.items():
-            if k in ("steps",):
-                _int(f"unlearn.{m}.{k}", v, lo=1)
-            elif k in ("lr", "beta", "gamma", "alpha", "weight", "eps", "tau"):
-                if isinstance(v, bool) or not isinstance(v, numbers.Real) or v < 0:
-                    raise ParamError(f"unlearn.{m}.{k}", v, "must be a non-negative number")
-            elif k == "top_k":
-                _ratio(f"unlearn.{m}.{k}", v)
-            elif k == "batches":
-                _int(f"unlearn.{m}.{k}", v, lo=1)
+            _per_scale(f"unlearn.{m}.{k}", v, _method_value(k))
     _int("unlearn.save_every", _get(params, "unlearn.save_every"), lo=1)
-    _int("unlearn.workers", _get(params, "unlearn.workers"), lo=0)
     _int("unlearn.batch_size", _get(params, "unlearn.batch_size"), lo=1)
     for bench in ("fiu", "umu"):
         r = _get(params, f"unlearn.{bench}_ratio")
@@ -138,11 +133,74 @@ def validate(params: Any) -> None:
     manu_w = _get(params, "unlearn.manu.weights")
     if not isinstance(manu_w, list) or len(manu_w) != 4:
         raise ParamError("unlearn.manu.weights", manu_w, "must list 4 weights (mean |a|, frequency, std, rms)")
+    validate_analysis(params)
+    validate_runtime(params)
+    if "crossarch" in params:
+        validate_crossarch(params["crossarch"])
+
+
+def _unit(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ParamError(key, value, "must be a number in [0, 1]")
+    return float(value)
+
+
+def validate_analysis(params: dict) -> None:
+    """The `analysis` section: tie rule, reliability feeding the weights, strict, sanity bounds."""
     ties = _get(params, "analysis.ties")
     if ties not in TIES:
         raise ParamError("analysis.ties", ties, f"unknown tie rule (one of {', '.join(TIES)})")
-    if "crossarch" in params:
-        validate_crossarch(params["crossarch"])
+    rel = _get(params, "analysis.reliability")
+    if rel not in RELIABILITY:
+        raise ParamError("analysis.reliability", rel, f"unknown choice (one of {', '.join(RELIABILITY)})")
+    if not isinstance(_get(params, "analysis.strict"), bool):
+        raise ParamError("analysis.strict", _get(params, "analysis.strict"), "must be true or false")
+    for key in ("finetuned_fa_min", "holdout_max", "oracle_fa_margin", "min_forget_drop"):
+        _unit(f"analysis.sanity.{key}", _get(params, f"analysis.sanity.{key}"))
+    mia = _get(params, "analysis.sanity.oracle_mia")
+    if not isinstance(mia, list) or len(mia) != 2:
+        raise ParamError("analysis.sanity.oracle_mia", mia, "must be a [low, high] pair")
+    if _unit("analysis.sanity.oracle_mia[0]", mia[0]) > _unit("analysis.sanity.oracle_mia[1]", mia[1]):
+        raise ParamError("analysis.sanity.oracle_mia", mia, "low must not exceed high")
+    neglect = _get(params, "analysis.sanity.neglect")
+    if not isinstance(neglect, list):
+        raise ParamError("analysis.sanity.neglect", neglect, "must be a list of methods")
+    for m in neglect:
+        if m not in METHODS:
+            raise ParamError("analysis.sanity.neglect", m, f"unknown method (one of {', '.join(METHODS)})")
+
+
+def _leaves(node: Any, prefix: str) -> dict[str, Any]:
+    """{dotted key: value} of every non-mapping value under `node`."""
+    if not isinstance(node, dict) or not node:
+        return {prefix: node}
+    return {k: v for key, sub in node.items() for k, v in _leaves(sub, f"{prefix}.{key}").items()}
+
+
+def validate_runtime(params: dict) -> None:
+    """The `runtime` section holds exactly the keys of RUNTIME (integers >= 0, 0 = automatic); a
+    knob still in its old place is named with where it went."""
+    for key in RUNTIME:
+        try:
+            old = _get(params, key)
+        except ParamError:
+            continue
+        raise ParamError(key, old, f"moved to runtime.{key} (it cannot change results, so no stage lists it)")
+    if not isinstance(params["runtime"], dict):
+        raise ParamError("runtime", params["runtime"], "must be a mapping")
+    for leaf, value in _leaves(params["runtime"], "runtime").items():
+        if leaf.removeprefix("runtime.") not in RUNTIME:
+            raise ParamError(leaf, value, f"unknown runtime knob (known: {', '.join(RUNTIME)})")
+    for key in RUNTIME:
+        _int(f"runtime.{key}", _get(params, f"runtime.{key}"), lo=0)
+
+
+def runtime(params: dict, key: str) -> int:
+    """Runtime knob `runtime.<key>` (one of RUNTIME): how a stage spreads its jobs, never what they
+    compute."""
+    if key not in RUNTIME:
+        raise ParamError(f"runtime.{key}", None, f"unknown runtime knob (known: {', '.join(RUNTIME)})")
+    return _int(f"runtime.{key}", _get(params, f"runtime.{key}"), lo=0)
 
 
 def validate_crossarch(cfg: Any) -> dict:
@@ -182,7 +240,6 @@ def _validate_data(params: dict) -> None:
     size = _int("data.image_size", _get(params, "data.image_size"), lo=64)
     if size % 8:
         raise ParamError("data.image_size", size, "must be a multiple of 8")
-    _int("data.workers", _get(params, "data.workers"), lo=0)
     from mmunlearn.data.schema import QA_PER_PROFILE
 
     qpp = _get(params, "data.qa_per_profile")
@@ -213,6 +270,30 @@ def _validate_data(params: dict) -> None:
             _ratio(f"{key}[{i}]", r)
         if len(set(ratios)) != len(ratios):
             raise ParamError(key, ratios, "must not repeat")
+
+
+def _nonnegative(key: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or v < 0:
+        raise ParamError(key, v, "must be a non-negative number")
+
+
+def _method_value(name: str):
+    """The check of one method hyperparameter, by its name."""
+    if name in ("steps", "batches"):
+        return lambda k, v: _int(k, v, lo=1)
+    if name == "top_k":
+        return _ratio
+    if name in ("lr", "beta", "gamma", "alpha", "weight", "eps", "tau"):
+        return _nonnegative
+    return lambda k, v: None
+
+
+def method_config(params: dict, name: str) -> dict:
+    """`unlearn.<name>` with every per-scale value (`{smoke: .., small: .., full: ..}`) resolved at
+    `params["scale"]`: what a method's code reads."""
+    scale = params["scale"]
+    return {k: (v[scale] if isinstance(v, dict) and set(v) == set(SCALES) else v)
+            for k, v in params["unlearn"][name].items()}
 
 
 def _per_scale(key: str, value: Any, check) -> None:
@@ -267,12 +348,12 @@ def _validate_training(params: dict) -> None:
             _int(f"oracle.stages[{i}]", st, lo=1)
             if st > n_tasks:
                 raise ParamError(f"oracle.stages[{i}]", st, f"only {n_tasks} forget tasks at scale {params['scale']}")
-    _int("oracle.workers", _get(params, "oracle.workers"), lo=0)
     _int("metrics.batch_size", _get(params, "metrics.batch_size"), lo=1)
-    _int("metrics.workers", _get(params, "metrics.workers"), lo=0)
     _ratio("metrics.min_k", _get(params, "metrics.min_k"))
     _int("metrics.mia_folds", _get(params, "metrics.mia_folds"), lo=2)
+    _int("metrics.mia_draws", _get(params, "metrics.mia_draws"), lo=1)
     _int("metrics.relearn_steps", _get(params, "metrics.relearn_steps"), lo=1)
     _ratio("metrics.relearn_fraction", _get(params, "metrics.relearn_fraction"))
+    _ratio("metrics.kr_min_gap", _get(params, "metrics.kr_min_gap"))
     _int("metrics.continual_retain_rows", _get(params, "metrics.continual_retain_rows"), lo=0)
     _int("analysis.stability_draws", _get(params, "analysis.stability_draws"), lo=1)

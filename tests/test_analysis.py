@@ -13,10 +13,13 @@ import pandas as pd
 import pytest
 from scipy.stats import t as student_t
 
-from mmunlearn.analysis import METRICS, analyze, uqs_scores
-from mmunlearn.analysis.agreement import group_taus, mean_pairwise_tau, metric_clusters, tau_matrix
+from scipy.stats import norm
+
+from mmunlearn.analysis import METRICS, analyze, kendall_taus, uqs_scores
+from mmunlearn.analysis.agreement import group_taus, mean_pairwise_tau, metric_clusters, tau_matrix, tau_table
 from mmunlearn.analysis.table import check_rows
-from mmunlearn.analysis.uqs import ranking_table, reliability, uqs_weights, weight_stability
+from mmunlearn.analysis.uqs import (combine_within, ranking_table, reliability, reliability_within, uqs_weights,
+                                    weight_stability)
 from mmunlearn.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,8 +93,10 @@ SMALL_P = {"FA": 0.0, "RA": 0.2, "MIA": 0.4, "AD": 0.0, "JS": 0.4}
 SMALL_W = {"FA": 1 / 2.42, "RA": .8 / 2.42, "MIA": .6 / 2.42, "AD": .01 / 2.42, "JS": .01 / 2.42}
 
 
-def test_tau_matrix_ordinal_by_hand():
-    tau, p = tau_matrix(check_rows(grid()))
+@pytest.mark.parametrize("ties", ["tau_b", "ordinal"])
+def test_tau_matrix_by_hand(ties):
+    # no ties within any group: tau-b and the ordinal tie-break agree
+    tau, p = tau_matrix(check_rows(grid()), ties)
     assert tau.tolist() == [[approx(x) for x in row] for row in GRID_TAU]
     # p: t-test of the four group taus against 0 (df 3).
     # FA-RA taus 1, 1/3, 1, 1/3: mean 2/3, deviations +-1/3, s^2 = 4 (1/9) / 3 = 4/27,
@@ -118,12 +123,20 @@ def test_analyze_grid_documents():
     res = analyze(grid())
     a = res["analysis_results"]
     assert set(res) == {"analysis_results", "uqs_weights", "ranking_table"}
-    assert a["n_models"] == 12 and a["ties"] == "ordinal"
+    assert a["n_models"] == 12 and a["ties"] == "tau_b" and a["reliability"] == "within"
     assert a["finding1_tau_matrix"]["metric_names"] == list(METRICS)
     assert a["finding1_tau_matrix"]["tau_matrix"][0][3] == approx(-2 / 3)
+    # no constant metric in any of the 4 groups: every pair counts all of them
+    assert a["finding1_tau_matrix"]["n_groups"] == [[4] * 5] * 5
+    assert a["finding1_tau_matrix"]["excluded_groups"] == {
+        f"{x}|{y}": [] for i, x in enumerate(METRICS) for y in METRICS[i + 1:]}
     # constant retrained_distance: every rho is undefined -> null, weights all at the floor
     # 0.01 / 0.05 = 0.2
     assert all(v == {"spearman_r": None, "p_value": None} for v in a["finding3_reliability"].values())
+    within = a["finding3_reliability_within"]
+    assert all(v["spearman_r"] is None and v["p_value"] is None and v["datasets"] == [] for v in within.values())
+    assert within["RA"]["per_dataset"] == {"d1": {"spearman_r": None, "p_value": None, "n": 6},
+                                           "d2": {"spearman_r": None, "p_value": None, "n": 6}}
     assert res["uqs_weights"] == {m: approx(0.2) for m in METRICS}
     # method means (4 groups): A FA .1 RA (.9+.8+.9+.9)/4=.875 MIA (.4+.4+.5+.4)/4=.425
     #   AD (3+3+3+2)/4=2.75 JS (.3+.3+.2+.3)/4=.275; B .2 .8 .5 2.0 .225; C .3 .725 .575 1.25 .1
@@ -192,42 +205,180 @@ def test_ranking_uqs_is_of_method_means_not_mean_of_model_uqs():
 
 
 def tie_table() -> pd.DataFrame:
-    # Two groups; A and B tie on FA (lower better) in both, RA orders A > B > C in both.
-    # Group 2 lists its rows C, B, A: method order (first appearance) is still A, B, C.
-    g1 = [("A", .1, .9), ("B", .1, .8), ("C", .3, .7)]
-    g2 = [("C", .3, .7), ("B", .1, .8), ("A", .1, .9)]
-    rows = [{"dataset": "d", "method": m, "seed": s, "FA": fa, "RA": ra, "MIA": .5, "AD": 1.0, "JS": .1,
-             "retrained_distance": .1} for s, g in ((1, g1), (2, g2)) for m, fa, ra in g]
+    # Three (dataset, seed) groups of methods A, B, C (oriented best-to-worst in brackets):
+    #          FA (lower better)   RA (higher)      MIA   AD (lower)   JS (lower)
+    #   d/1    .1 .1 .3 [AB tie, C]  .9 .8 .7 [ABC]  .5    1 2 3 [ABC]  .1 .2 .3 [ABC]
+    #   d/2    .1 .1 .3 [AB tie, C]  .9 .7 .8 [ACB]  .5    1 2 3 [ABC]  .1 .2 .3 [ABC]
+    #   e/1    .2 .2 .2 [constant]   .7 .9 .8 [BCA]  .5    3 2 1 [CBA]  .1 .2 .3 [ABC]
+    # MIA is constant everywhere. Group d/2 lists its rows C, B, A: method order (first
+    # appearance) is still A, B, C.
+    groups = {("d", 1): [("A", .1, .9, 1.), ("B", .1, .8, 2.), ("C", .3, .7, 3.)],
+              ("d", 2): [("C", .3, .8, 3.), ("B", .1, .7, 2.), ("A", .1, .9, 1.)],
+              ("e", 1): [("A", .2, .7, 3.), ("B", .2, .9, 2.), ("C", .2, .8, 1.)]}
+    js = {"A": .1, "B": .2, "C": .3}
+    rows = [{"dataset": d, "method": m, "seed": s, "FA": fa, "RA": ra, "MIA": .5, "AD": ad, "JS": js[m],
+             "retrained_distance": .1 * (i + 1)} for (d, s), g in groups.items() for i, (m, fa, ra, ad) in enumerate(g)]
     return check_rows(pd.DataFrame(rows))
 
 
-def test_ties_ordinal_vs_average():
+def test_tau_b_with_ties_by_hand():
     rows = tie_table()
-    # ordinal: FA ranks (A, B, C) = 1, 2, 3 in both groups (A before B by method order, also in
-    # group 2 whose rows are reversed) = RA ranks -> tau 1, 1.
-    assert group_taus(rows, "FA", "RA", "ordinal") == [1.0, 1.0]
-    # average: FA ranks 1.5, 1.5, 3 vs RA 1, 2, 3. Pairs AB tied in FA, AC and BC concordant:
-    # tau_b = (2 - 0) / sqrt((3 - 1)(3 - 0)) = 2 / sqrt 6 = .8165 in both groups.
-    assert group_taus(rows, "FA", "RA", "average") == [approx(2 / math.sqrt(6))] * 2
-    # MIA, AD, JS are constant: ordinal ranks them by method order (1, 2, 3) -> tau(MIA, RA) = 1;
-    # average gives constant ranks, tau undefined in every group -> null, p null.
+    # FA-RA, tau_b = (C - D) / sqrt((n0 - n1)(n0 - n2)), n0 = 3 pairs, n1 / n2 = pairs tied in FA / RA.
+    #   d/1: AB tied in FA; AC, BC concordant -> (2 - 0) / sqrt(2 * 3) = 2 / sqrt 6
+    #   d/2: AB tied; AC concordant (A better in both), BC discordant (FA B > C, RA C > B) -> 0
+    #   e/1: FA constant: ranks nothing, left out
+    fa_ra = group_taus(rows, "FA", "RA", "tau_b")
+    assert fa_ra.taus == [approx(2 / math.sqrt(6)), approx(0.0)]
+    assert fa_ra.groups == ["d/1", "d/2"] and fa_ra.excluded == ["e/1"]
+    t = tau_table(rows, "tau_b")
+    assert t.tau[0, 1] == approx(1 / math.sqrt(6))
+    # t-test of (a, 0), a = 2 / sqrt 6: mean a / 2, s = a / sqrt 2, se = s / sqrt 2 = a / 2, t = 1,
+    # df 1 (Cauchy: sf(1) = 1/4) -> p = 1/2
+    assert t.p[0, 1] == approx(0.5)
+    # AD-JS: d/1, d/2 both ABC -> 1, 1; e/1 CBA vs ABC -> -1; mean 1/3, deviations 2/3, 2/3, -4/3,
+    # s^2 = (24/9) / 2 = 4/3, se = sqrt(4/3) / sqrt 3 = 2/3, t = 1/2, df 2: p = 1 - t / sqrt(t^2 + 2) = 2/3
+    assert t.tau[3, 4] == approx(1 / 3) and t.p[3, 4] == approx(2 / 3)
+    # MIA constant in every group: no informative group -> undefined, all groups excluded
+    assert math.isnan(t.tau[0, 2]) and math.isnan(t.p[0, 2])
+    assert t.excluded["FA|MIA"] == ["d/1", "d/2", "e/1"] and t.excluded["RA|MIA"] == ["d/1", "d/2", "e/1"]
+    assert t.excluded["FA|RA"] == ["e/1"] and t.excluded["AD|JS"] == []
+    # counts (diagonal: groups where the metric ranks at all)
+    assert t.n_groups.tolist() == [[2, 2, 0, 2, 2],
+                                   [2, 3, 0, 3, 3],
+                                   [0, 0, 0, 0, 0],
+                                   [2, 3, 0, 3, 3],
+                                   [2, 3, 0, 3, 3]]
+    doc = analyze(rows)["analysis_results"]["finding1_tau_matrix"]
+    assert doc["tau_matrix"][0][2] is None and doc["p_matrix"][0][2] is None and doc["tau_matrix"][2][2] == 1.0
+    assert doc["n_groups"][0][1] == 2 and doc["excluded_groups"]["FA|RA"] == ["e/1"] and doc["ties"] == "tau_b"
+    json.dumps(doc, allow_nan=False)
+    # one informative group only: a tau, but no t-test
+    one = rows[rows["dataset"] == "d"].copy()
+    one.loc[one["seed"] == 2, "RA"] = .5
+    t1 = tau_table(one, "tau_b")
+    assert t1.tau[0, 1] == approx(2 / math.sqrt(6)) and math.isnan(t1.p[0, 1]) and t1.n_groups[0, 1] == 1
+
+
+def test_ordinal_manufactures_agreement_between_constant_metrics():
+    """The paper's rule ranks ties by method order, so a constant metric still 'ranks' A, B, C:
+    two constant metrics agree perfectly (tau 1) and a constant one correlates with any metric
+    that happens to follow method order."""
+    rows = tie_table()
+    # e/1: FA and MIA both constant -> ordinal ranks 1, 2, 3 for both -> tau 1; in d/1, d/2 FA's
+    # A-B tie is broken A first (also in d/2, whose rows are listed C, B, A) -> 1, 2, 3 again.
+    fa_mia = group_taus(rows, "FA", "MIA", "ordinal")
+    assert fa_mia.taus == [1.0, 1.0, 1.0] and fa_mia.excluded == []
+    assert group_taus(rows, "FA", "MIA", "tau_b").taus == []
+    # FA-RA ordinal: d/1 ABC vs ABC -> 1; d/2 ABC vs ACB -> 1/3; e/1 ABC (tie-break) vs BCA -> -1/3
+    assert group_taus(rows, "FA", "RA", "ordinal").taus == [approx(1.0), approx(1 / 3), approx(-1 / 3)]
     o = analyze(rows, ties="ordinal")["analysis_results"]["finding1_tau_matrix"]
-    a = analyze(rows, ties="average")["analysis_results"]["finding1_tau_matrix"]
-    assert o["tau_matrix"][0][1] == approx(1.0) and o["tau_matrix"][1][2] == approx(1.0)
-    assert a["tau_matrix"][0][1] == approx(2 / math.sqrt(6))
-    assert a["tau_matrix"][1][2] is None and a["p_matrix"][1][2] is None
-    assert a["tau_matrix"][2][2] == 1.0 and a["p_matrix"][2][2] == 0.0
-    # identical group taus: t-test of zero spread -> p 0 (ordinal: 1, 1), NaN for tau 0, 0.
-    assert o["p_matrix"][0][1] == 0.0
+    assert o["tau_matrix"][0][2] == approx(1.0) and o["tau_matrix"][0][1] == approx(1 / 3)
+    assert o["n_groups"][0][2] == 3 and o["excluded_groups"]["FA|MIA"] == [] and o["ties"] == "ordinal"
 
 
-def test_average_skips_undefined_groups_in_mean():
+def test_clusters_treat_undefined_tau_as_no_agreement():
+    # MIA undefined against everything (NaN): distance 1 to every metric, between the blocks'
+    # inner distances (.1, .2) and the cross distance 1.5, so a 3-cluster cut isolates it.
+    tau = np.eye(5)
+    tau[0, 1] = tau[1, 0] = .9
+    tau[3, 4] = tau[4, 3] = .8
+    for i, j in ((0, 3), (0, 4), (1, 3), (1, 4)):
+        tau[i, j] = tau[j, i] = -.5
+    tau[2, [0, 1, 3, 4]] = tau[[0, 1, 3, 4], 2] = np.nan
+    assert metric_clusters(tau, k=3) == [["FA", "RA"], ["MIA"], ["AD", "JS"]]
+
+
+def test_former_average_name_is_tau_b():
     rows = tie_table()
-    # make RA constant in group 2 only: average tau undefined there, the mean is group 1's alone
-    rows.loc[rows["seed"] == 2, "RA"] = .5
-    tau, p = tau_matrix(rows, "average")
-    assert tau[0, 1] == approx(2 / math.sqrt(6))
-    assert math.isnan(p[0, 1])  # one defined group: no t-test
+    for a, b in zip(tau_matrix(rows, "average"), tau_matrix(rows, "tau_b")):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_kendall_taus_of_a_small_table():
+    # two methods, one group: FA tied -> FA pairs undefined; RA .6 < .63 and AD 1.9 < 44.8 for
+    # (ga, finetune_retain): oriented RA prefers finetune_retain, AD prefers ga -> tau -1
+    rows = [{"dataset": "umu", "method": "ga", "seed": 0, "FA": .5, "RA": .6, "AD": 1.9},
+            {"dataset": "umu", "method": "finetune_retain", "seed": 0, "FA": .5, "RA": .63, "AD": 44.8}]
+    t = kendall_taus(rows, metrics=("FA", "RA", "AD"))
+    assert list(t) == ["FA_RA", "FA_AD", "RA_AD"]
+    assert t["FA_RA"] == {"tau": None, "p_value": None, "n_groups": 0, "excluded_groups": ["umu/0"]}
+    assert t["RA_AD"] == {"tau": -1.0, "p_value": None, "n_groups": 1, "excluded_groups": []}
+    with pytest.raises(UserError, match="missing column 'AD'"):
+        kendall_taus([{k: v for k, v in r.items() if k != "AD"} for r in rows], metrics=("FA", "RA", "AD"))
+
+
+# --- within-dataset reliability -------------------------------------------------------------
+def sign_table() -> pd.DataFrame:
+    """Two datasets, 4 models each (methods A, B x seeds 1, 2); only RA varies. Inside each dataset
+    RA ranks the models like closeness with d = 0, -1, 1, 0 (rho = 1 - sum d^2 / 10 = .8, n = 4:
+    p = 1 - |rho| = .2, as for SMALL); d2's models are farther from their oracle (1.1-1.4 vs
+    .1-.4) yet have higher RA, so pooled over both the sign flips (hand computation below)."""
+    rows = []
+    for dataset, ra, dist in (("d1", (.5, .3, .4, .2), (.1, .2, .3, .4)),
+                              ("d2", (.9, .7, .8, .6), (1.1, 1.2, 1.3, 1.4))):
+        for (method, seed), r, d in zip((("A", 1), ("A", 2), ("B", 1), ("B", 2)), ra, dist):
+            rows.append({"dataset": dataset, "method": method, "seed": seed, "FA": .5, "RA": r, "MIA": .5,
+                         "AD": 1.0, "JS": .1, "retrained_distance": d})
+    return check_rows(pd.DataFrame(rows))
+
+
+def test_within_and_pooled_reliability_disagree_in_sign():
+    rows = sign_table()
+    # pooled over 8 models: closeness ranks d1 8 7 6 5, d2 4 3 2 1; RA ranks d1 4 2 3 1, d2 8 6 7 5
+    # d = -4 -5 -3 -4 4 3 5 4, sum d^2 = 132, rho = 1 - 6 * 132 / (8 * 63) = -4/7
+    pooled = reliability(rows)
+    assert pooled["RA"]["spearman_r"] == approx(-4 / 7) and pooled["FA"]["spearman_r"] is None
+    within = reliability_within(rows)
+    ra = within["RA"]
+    assert ra["per_dataset"] == {"d1": {"spearman_r": approx(.8), "p_value": approx(.2), "n": 4},
+                                 "d2": {"spearman_r": approx(.8), "p_value": approx(.2), "n": 4}}
+    # rho = (4 * .8 + 4 * .8) / 8 = .8; one-sided p .1 each, weights sqrt 4 = 2:
+    # Z = (2 + 2) z_.9 / sqrt(4 + 4) = sqrt 2 * z_.9, p = 2 sf(Z)
+    assert ra["spearman_r"] == approx(.8) and ra["datasets"] == ["d1", "d2"]
+    assert ra["p_value"] == approx(2 * norm.sf(math.sqrt(2) * norm.isf(.1)))
+    # constant metric: null in each dataset, left out, null combined
+    assert within["FA"]["spearman_r"] is None and within["FA"]["datasets"] == []
+    assert within["FA"]["per_dataset"]["d1"] == {"spearman_r": None, "p_value": None, "n": 4}
+
+
+def test_combination_formula_by_hand():
+    # d1: n 4, rho .8, p .2; d2: n 5, rho -.5 -> t = rho sqrt(3 / (1 - .25)) = -1, p = 2 sf_t(1, 3);
+    # d3 undefined (constant metric), left out.
+    p2 = 2 * student_t.sf(1.0, 3)
+    per = {"d1": {"spearman_r": .8, "p_value": .2, "n": 4}, "d2": {"spearman_r": -.5, "p_value": p2, "n": 5},
+           "d3": {"spearman_r": None, "p_value": None, "n": 6}}
+    rho, p, used = combine_within(per)
+    assert rho == approx((4 * .8 + 5 * -.5) / 9) and used == ["d1", "d2"]
+    # one-sided p of rho > 0: d1 .2 / 2 = .1, d2 1 - p2 / 2; Stouffer with weights 2 and sqrt 5:
+    # Z = (2 isf(.1) + sqrt 5 isf(1 - p2 / 2)) / sqrt(4 + 5); p = 2 min(sf Z, 1 - sf Z)
+    z = (2 * norm.isf(.1) + math.sqrt(5) * norm.isf(1 - p2 / 2)) / 3
+    assert p == approx(2 * min(norm.sf(z), norm.cdf(z)))
+    # one dataset: its own figures back
+    assert combine_within({"d1": per["d1"]})[:2] == (approx(.8), approx(.2))
+    assert combine_within({"d3": per["d3"]}) == (None, None, [])
+    # the same per-dataset figures from a table: d2's RA ranks 5 2 4 1 3 vs closeness 1..5
+    # (distances .5 .. .1): sum d^2 = 16 + 0 + 1 + 9 + 4 = 30, rho = 1 - 30 / 20 = -.5
+    d1 = sign_table()[lambda f: f["dataset"] == "d1"]
+    d2 = pd.DataFrame({"dataset": "d2", "method": list("ABCDE"), "seed": 1, "FA": .5, "RA": [.5, .2, .4, .1, .3],
+                       "MIA": .5, "AD": 1.0, "JS": .1, "retrained_distance": [.5, .4, .3, .2, .1]})
+    ra = reliability_within(check_rows(pd.concat([d1, d2])))["RA"]
+    assert ra["per_dataset"]["d2"] == {"spearman_r": approx(-.5), "p_value": approx(p2), "n": 5}
+    assert (ra["spearman_r"], ra["p_value"]) == (approx(rho), approx(p))
+
+
+def test_uqs_weights_within_vs_pooled():
+    rows = sign_table()
+    # within: RA .8, the other (constant) metrics null -> floor .01: w_RA = .8 / .84
+    w = analyze(rows)["uqs_weights"]
+    assert w == {"FA": approx(.01 / .84), "RA": approx(.8 / .84), "MIA": approx(.01 / .84),
+                 "AD": approx(.01 / .84), "JS": approx(.01 / .84)}
+    # pooled: RA -4/7 -> floor too: every weight .2
+    res = analyze(rows, reliability="pooled")
+    assert res["uqs_weights"] == {m: approx(.2) for m in METRICS}
+    a = res["analysis_results"]
+    assert a["reliability"] == "pooled"
+    assert a["finding3_reliability"]["RA"]["spearman_r"] == approx(-4 / 7)
+    assert a["finding3_reliability_within"]["RA"]["spearman_r"] == approx(.8)
 
 
 def test_stability_is_seeded():
@@ -293,8 +444,11 @@ def test_bad_input_is_one_line_user_error(mutate, needle):
 
 
 def test_bad_options():
-    with pytest.raises(UserError, match="ties"):
-        analyze(SMALL, ties="dense")
+    for ties in ("dense", "average"):
+        with pytest.raises(UserError, match=f"ties: unknown tie rule '{ties}'"):
+            analyze(SMALL, ties=ties)
+    with pytest.raises(UserError, match="reliability: unknown choice 'both'"):
+        analyze(SMALL, reliability="both")
     with pytest.raises(UserError, match="draws"):
         analyze(SMALL, draws=0)
 
@@ -357,6 +511,14 @@ def test_cli_non_numeric_value_named(tmp_path):
 def test_cli_out_without_results_is_an_error(tmp_path):
     proc = _cli("--out", str(tmp_path))
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --out needs --results"
+
+
+def test_cli_rejects_former_tie_name(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(SMALL.drop(columns=["extra"]).to_json(orient="records"))
+    proc = _cli("--results", str(path), "--out", str(tmp_path / "out"), "--ties", "average")
+    assert proc.returncode == 2 and "invalid choice: 'average'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def test_blip2_summary_taus_ties_and_contradiction():

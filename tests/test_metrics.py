@@ -1,8 +1,11 @@
-"""Metric functions against hand-computed values (arithmetic in the comments); no model."""
+"""Metric functions against hand-computed values (arithmetic in the comments); no model, except
+one integration test of KR's relearning on the tiny VLM at the end."""
 from __future__ import annotations
 
 import json
 import math
+import zlib
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,6 +17,10 @@ from mmunlearn.metrics import (METRICS, accuracy, activation_distance, continual
                                mia_attack, mia_auc, min_k_pp_score, min_k_score,
                                modality_alignment, oracle_distance, rouge_l, truth_ratio,
                                upper_triangular, zlib_score)
+from mmunlearn.metrics.mia import balanced_draws
+from mmunlearn.metrics.recovery import kr_gap_reason, kr_summary, kr_vs_oracle
+from mmunlearn.metrics.rows import (differs, normalize, prediction, row_correct, strict_match,
+                                    text_match, wrong_values)
 
 LN2 = math.log(2.0)
 
@@ -24,10 +31,11 @@ def test_registry_contains_every_name():
     names = {"accuracy", "loss_score", "zlib_score", "min_k_score", "min_k_pp_score", "mia_auc",
              "mia_attack", "activation_distance", "js_divergence", "oracle_distance",
              "kr_relearn", "rouge_l", "truth_ratio", "forget_quality", "modality_alignment",
-             "continual_metrics", "upper_triangular"}
+             "continual_metrics", "upper_triangular", "kr_vs_oracle", "row_correct", "mia_features"}
     assert names <= set(METRICS)
-    for name in names:
+    for name in names - {"kr_vs_oracle"}:
         assert METRICS[name] is getattr(M, name)
+    assert METRICS["kr_vs_oracle"] is kr_vs_oracle
 
 
 def test_registry_refuses_a_second_function_under_a_taken_name():
@@ -49,10 +57,40 @@ def test_loss_score_is_the_mean_log_likelihood():
 
 def test_zlib_score_on_known_strings():
     # zlib.compress(b"a") = 2-byte header + 3-byte deflate block + 4-byte adler32 = 9 bytes;
-    # b"hello world" compresses to 19 bytes.  -18 / 9 = -2;  -38 / 19 = -2.
-    np.testing.assert_allclose(zlib_score([-18.0, -38.0], ["a", "hello world"]), [-2.0, -2.0])
+    # b"hello world" compresses to 19 bytes. Score = MEAN token log-prob / bytes:
+    # -0.9 / 9 = -0.1;  -3.8 / 19 = -0.2
+    assert [len(zlib.compress(t.encode())) for t in ("a", "hello world")] == [9, 19]
+    np.testing.assert_allclose(zlib_score([-0.9, -3.8], ["a", "hello world"]), [-0.1, -0.2])
     with pytest.raises(ValueError):
         zlib_score([-1.0], ["a", "b"])
+
+
+def _scores(lp_mean, n_tokens, seed):
+    """A Scores-like object: what `evaluate.mia_metrics` reads from one engine pass."""
+    rng = np.random.default_rng(seed)
+    lp_mean, n_tokens = np.asarray(lp_mean, float), np.asarray(n_tokens)
+    return SimpleNamespace(logprob_mean=lp_mean, logprob_sum=lp_mean * n_tokens,
+                           token_logprobs=[np.full(int(t), m) for m, t in zip(lp_mean, n_tokens)],
+                           token_zpp=[np.full(int(t), m) for m, t in zip(lp_mean, n_tokens)],
+                           max_prob=rng.random(len(lp_mean)), neg_entropy=-rng.random(len(lp_mean)),
+                           margin=rng.random(len(lp_mean)))
+
+
+def test_mia_metrics_zlib_reads_the_mean_log_prob():
+    from mmunlearn.metrics.evaluate import mia_metrics
+
+    # members: "hello world" (19 zlib bytes), 10 tokens, mean log-prob -0.19 -> -0.19/19 = -0.01
+    #   (the SUM, -1.9, would give -0.1);
+    # non-members: "a" (9 bytes), 1 token, mean -0.45 -> -0.05 (sum identical: -0.05).
+    # By the mean every member is above every non-member (AUC 1); by the sum every one below (AUC 0).
+    member, nonmember = _scores([-0.19] * 3, [10] * 3, 0), _scores([-0.45] * 3, [1] * 3, 1)
+    cfg = {"min_k": 0.2, "mia_folds": 2, "mia_draws": 2}
+    out = mia_metrics(member, nonmember, ["hello world"] * 3, ["a"] * 3, cfg, seed=0)
+    assert out["zlib_auc"] == 1.0
+    assert mia_auc(zlib_score(member.logprob_sum, ["hello world"] * 3), zlib_score(nonmember.logprob_sum, ["a"] * 3)) == 0.0
+    assert out["loss_auc"] == 1.0  # -0.19 > -0.45
+    assert out["attack_draws"] == 2 and out["attack_class_size"] == 3
+    json.dumps(out)
 
 
 def test_min_k_picks_the_lowest_tokens():
@@ -83,23 +121,69 @@ def test_mia_auc_separated_inverted_tied():
         mia_auc([np.nan], [1.0])
 
 
+def _unbalanced_member_rate(members, nonmembers, seed=0):
+    """The attack as it was: one logistic regression on all samples, whatever the class ratio."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.vstack([members, nonmembers])
+    y = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
+    p = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression()), x, y,
+                          cv=StratifiedKFold(5, shuffle=True, random_state=seed), method="predict_proba")[:, 1]
+    return float((p[: len(members)] >= 0.5).mean())
+
+
 def test_mia_attack_separable_features():
     rng = np.random.default_rng(0)
     members = rng.normal(2.0, 1.0, size=(60, 3))
     nonmembers = rng.normal(-2.0, 1.0, size=(60, 3))
     out = mia_attack(members, nonmembers, folds=5, seed=0)
-    assert set(out) == {"auc", "member_rate"}
-    assert out["auc"] > 0.9
-    assert out["member_rate"] > 0.9
+    assert set(out) == {"auc", "member_rate", "nonmember_rate", "draws", "class_size"}
+    assert out["auc"] > 0.9 and out["member_rate"] > 0.9 and out["nonmember_rate"] < 0.1
     assert out == mia_attack(members, nonmembers, folds=5, seed=0)  # seeded
     json.dumps(out)
+    # memorised members stay detected at an unequal ratio (1:4)
+    lopsided = mia_attack(members[:30], rng.normal(-2.0, 1.0, size=(120, 3)), folds=5, seed=0)
+    assert lopsided["member_rate"] > 0.9 and lopsided["class_size"] == 30
 
 
-def test_mia_attack_identical_distributions_is_chance():
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(400, 3))
-    out = mia_attack(x[:200], x[200:], folds=5, seed=0)
-    assert abs(out["auc"] - 0.5) < 0.1
+@pytest.mark.parametrize("n_members,n_nonmembers", [(200, 800), (400, 400), (800, 200)])
+def test_mia_attack_same_distribution_is_half_whatever_the_ratio(n_members, n_nonmembers):
+    # members and non-members from ONE distribution (a model that never saw the forget set):
+    # the balanced attack classes ~half of each side member, at 1:4, 1:1 and 4:1 alike
+    rng = np.random.default_rng(n_members)
+    x = rng.normal(size=(n_members + n_nonmembers, 3))
+    out = mia_attack(x[:n_members], x[n_members:], folds=5, seed=0, draws=10)
+    assert abs(out["member_rate"] - 0.5) <= 0.1, out
+    assert abs(out["nonmember_rate"] - 0.5) <= 0.1, out
+    assert abs(out["auc"] - 0.5) <= 0.1, out
+    assert out["class_size"] == min(n_members, n_nonmembers) and out["draws"] == 10
+    # contrast: fitted on the unbalanced data the same features give the class prior instead
+    unbalanced = _unbalanced_member_rate(x[:n_members], x[n_members:])
+    if n_members < n_nonmembers:
+        assert unbalanced < 0.1
+    elif n_members > n_nonmembers:
+        assert unbalanced > 0.9
+
+
+def test_balanced_draws_by_hand():
+    # 2 members, 5 non-members, 3 draws: members whole each time; non-members in chunks of 2 of
+    # one permutation (draws 1 and 2 disjoint), then a fresh permutation (2 + 2 + 2 > 5)
+    draws = balanced_draws(2, 5, 3, seed=0)
+    assert [list(m) for m, _ in draws] == [[0, 1]] * 3
+    chunks = [set(n.tolist()) for _, n in draws]
+    assert all(len(c) == 2 and c <= set(range(5)) for c in chunks)
+    assert not chunks[0] & chunks[1]
+    # the larger class may be the members: roles swap
+    swapped = balanced_draws(5, 2, 3, seed=0)
+    assert [list(n) for _, n in swapped] == [[0, 1]] * 3
+    assert [set(m.tolist()) for m, _ in swapped] == chunks
+    # equal classes: every draw is everything (the draws then differ by their folds)
+    assert all(len(m) == len(n) == 4 for m, n in balanced_draws(4, 4, 2, seed=1))
+    with pytest.raises(ValueError, match="draws"):
+        balanced_draws(4, 4, 0, seed=0)
 
 
 def test_mia_attack_small_classes():
@@ -107,11 +191,15 @@ def test_mia_attack_small_classes():
     # 3 members: folds clamped 5 -> 3, still runs
     out = mia_attack(rng.normal(3, 1, (3, 3)), rng.normal(-3, 1, (10, 3)))
     assert out["auc"] is not None and 0.0 <= out["member_rate"] <= 1.0
-    assert mia_attack(rng.normal(size=(1, 3)), rng.normal(size=(10, 3))) == \
-        {"auc": None, "member_rate": None}
+    none = mia_attack(rng.normal(size=(1, 3)), rng.normal(size=(10, 3)))
+    assert none["auc"] is None and none["member_rate"] is None
     assert mia_attack(np.empty((0, 3)), rng.normal(size=(10, 3)))["auc"] is None
     # 1-D = one feature per sample (here: perfectly separated)
     assert mia_attack(np.arange(10.0) + 100, np.arange(10.0))["auc"] == 1.0
+    with pytest.raises(ValueError, match="features"):
+        mia_attack(rng.normal(size=(4, 3)), rng.normal(size=(4, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        mia_attack(np.array([[np.nan]] * 4), rng.normal(size=(4, 1)))
 
 
 # ---- distances to the oracle ------------------------------------------------------------------
@@ -184,10 +272,129 @@ def test_oracle_distance_accepts_torch_tensors():
 
 def test_kr_relearn():
     # (0.5 - 0.2) / (0.8 - 0.2) = 0.3 / 0.6 = 0.5
-    assert kr_relearn(0.5, 0.2, 0.8) == pytest.approx(0.5)
-    assert kr_relearn(0.5, 0.2, 0.2) is None      # nothing was forgotten: 0 denominator
-    assert kr_relearn(0.5, 0.3, 0.2) is None      # negative denominator
-    assert kr_relearn(None, 0.2, 0.8) is None
+    assert kr_relearn(0.5, 0.2, 0.8, min_gap=0.1) == pytest.approx(0.5)
+    assert kr_relearn(0.5, 0.2, 0.2, min_gap=0.1) is None      # nothing was forgotten: 0 denominator
+    assert kr_relearn(0.5, 0.3, 0.2, min_gap=0.1) is None      # negative denominator
+    assert kr_relearn(None, 0.2, 0.8, min_gap=0.1) is None
+    with pytest.raises(ValueError, match="kr_min_gap"):
+        kr_relearn(0.5, 0.2, 0.8, min_gap=1.5)
+
+
+def test_kr_gap_rule_and_reason():
+    # the default run's KR = -7.0: (0.49 - 0.70) / (0.73 - 0.70) = -0.21 / 0.03 -- now null
+    assert kr_relearn(0.49, 0.70, 0.73, min_gap=0.1) is None
+    out = kr_summary(0.49, 0.70, 0.73, 0.1, 0.2, min_gap=0.1)
+    assert out["kr"] is None and out["kr_vs_oracle"] is None
+    assert out["kr_reason"] == "FA_finetuned - FA_unlearned = 0.03 < metrics.kr_min_gap 0.1"
+    assert out["kr_vs_oracle_reason"] == out["kr_reason"]
+    # a gap equal to the threshold (0.3 - 0.2 = 0.09999999999999998 in floats) is defined:
+    # (0.25 - 0.2) / 0.1 = 0.5
+    assert kr_gap_reason(0.2, 0.3, 0.1) is None
+    assert kr_relearn(0.25, 0.2, 0.3, min_gap=0.1) == pytest.approx(0.5)
+    assert kr_gap_reason(None, 0.3, 0.1).startswith("FA_unlearned None")
+
+
+def test_kr_is_bounded_by_the_gap():
+    # with FA_finetuned - FA_unlearned >= g, |KR| <= 1/g and |KR_vs_oracle| <= 2/g (all FA in [0,1])
+    g, grid = 0.2, np.linspace(0.0, 1.0, 11)
+    seen = []
+    for un, ft, re, o, ore in ((a, b, c, d, e) for a in grid for b in grid for c in grid
+                               for d in grid[::5] for e in grid[::5]):
+        kr = kr_relearn(re, un, ft, min_gap=g)
+        vs = kr_vs_oracle(re, un, ft, o, ore, min_gap=g)
+        assert (kr is None) == (ft - un < g - 1e-12) == (vs is None)
+        if kr is not None:
+            seen.append(kr)
+            assert abs(kr) <= 1 / g + 1e-9 and abs(vs) <= 2 / g + 1e-9
+    # the extremes on the grid: un=0, ft=0.2, re=1 -> 1/0.2 = 5; un=0.8, ft=1, re=0 -> -0.8/0.2 = -4
+    assert min(seen) == pytest.approx(-0.8 / 0.2) and max(seen) == pytest.approx(1.0 / 0.2)
+
+
+def test_kr_vs_oracle_by_hand():
+    # unlearned recovers 0.6 - 0.2 = 0.4; the oracle gains 0.3 - 0.1 = 0.2 from the same steps;
+    # beyond the oracle: (0.4 - 0.2) / (0.8 - 0.2) = 1/3  (KR alone: 0.4 / 0.6 = 2/3)
+    out = kr_summary(0.6, 0.2, 0.8, 0.1, 0.3, min_gap=0.1)
+    assert out["kr"] == pytest.approx(2 / 3) and out["kr_vs_oracle"] == pytest.approx(1 / 3)
+    assert out["kr_reason"] is None and out["kr_vs_oracle_reason"] is None
+    # relearning that teaches the oracle as much as the unlearned model: no hidden knowledge
+    assert kr_vs_oracle(0.6, 0.2, 0.8, 0.1, 0.5, min_gap=0.1) == pytest.approx(0.0)
+    # no oracle: KR stays, KR_vs_oracle is null with its own reason
+    none = kr_summary(0.6, 0.2, 0.8, None, None, min_gap=0.1)
+    assert none["kr"] == pytest.approx(2 / 3) and none["kr_vs_oracle"] is None
+    assert "oracle" in none["kr_vs_oracle_reason"] and none["kr_reason"] is None
+
+
+def test_kr_min_gap_and_mia_draws_params_are_validated(base_params):
+    import copy
+
+    from mmunlearn.params import ParamError, validate
+
+    assert base_params["metrics"]["kr_min_gap"] == 0.1 and base_params["metrics"]["mia_draws"] == 10
+    for key, bad in (("kr_min_gap", 0.0), ("kr_min_gap", 1.0), ("kr_min_gap", "x"), ("mia_draws", 0)):
+        p = copy.deepcopy(base_params)
+        p["metrics"][key] = bad
+        with pytest.raises(ParamError, match=f"metrics.{key}"):
+            validate(p)
+
+
+# ---- the one per-row correctness definition (metrics.rows) --------------------------------------
+
+def test_normalize_keeps_signs():
+    assert normalize("Smith, J.") == "smith j"             # punctuation -> space, collapsed
+    assert normalize("  St. Mary   Hospital ") == "st mary hospital"
+    assert normalize("A+") == "a+" and normalize("A-") == "a-" and normalize("AB+") == "ab+"
+    assert normalize("A+") != normalize("A-")               # different blood types
+    assert normalize("555-0100") == "555-0100" and normalize("2020-01-05") == "2020-01-05"
+    assert normalize("$24,000") == "24 000"
+    assert normalize("x - y") == "x y"                      # a free-standing dash is no sign
+    assert normalize(42) == "42"
+
+
+def test_text_match_whole_word_containment():
+    assert text_match("smith j", "Smith, J.")               # normalized exact
+    assert text_match("The blood type is A+.", "A+")        # gold contained, whole words
+    assert not text_match("A+", "A-") and not text_match("A-", "A+")
+    assert not text_match("AB+", "B+")                      # "b+" is not a word of "ab+"
+    assert not text_match("Johnson", "John")                # nor "john" of "johnson"
+    assert text_match("John Smith", "John")                 # containment credit...
+    assert not text_match("John", "John Smith")             # ...only for the gold inside the prediction
+    assert not text_match("", "x") and not text_match("anything", "") and not text_match("", "")
+
+
+def test_strict_match_is_normalized_equality():
+    assert strict_match("smith j", "Smith, J.")
+    assert not strict_match("Dr. Smith", "Smith")           # containment gives no credit
+    assert not strict_match("A+", "A-")
+    assert not strict_match("", "")
+
+
+def test_row_correct_for_each_form():
+    cls = {"form": "classification", "options": ["A+", "A-", "B+", "O-"], "answer": "A-"}
+    gen = {"form": "generation", "options": [], "answer": "A-"}
+    cloze = {"form": "cloze", "options": [], "answer": "J. Smith"}
+    rows = [cls, cls, cls, gen, gen, cloze, cloze]
+    chosen = [1, 0, 0, -1, -1, -1, -1]
+    texts = ["", "", "A-", "blood type a-", "A+", "Smith", "j smith"]
+    # cls: option 1 = "A-" right; option 0 = "A+" wrong, and the greedy text does not count;
+    # gen: "a-" contained; "a+" is not "a-"; cloze: "smith" lacks "j"; "j smith" equal
+    np.testing.assert_array_equal(row_correct(rows, chosen, texts), [True, False, False, True, False, False, True])
+    # a classification row without options is scored by its text
+    bare = {"form": "classification", "options": [], "answer": "B+"}
+    assert row_correct([bare], [-1], ["b+"]).tolist() == [True]
+    assert prediction(cls, 1, "ignored") == "A-" and prediction(gen, -1, "A+") == "A+"
+    with pytest.raises(ValueError, match="row_correct"):
+        row_correct(rows, chosen[:-1], texts)
+
+
+def test_wrong_values_excludes_what_the_scorer_would_accept():
+    pool = ["A+", "a-", "A-", "A- negative", "B+", "-", "O-"]
+    # "a-" / "A-" normalize to the truth; "A- negative" contains it; "-" normalizes to "" (no
+    # value at all); "A+", "B+" and "O-" differ (order kept)
+    assert wrong_values("A-", pool) == ["A+", "B+", "O-"]
+    assert not differs("Smith", "John Smith")               # the truth contains the value
+    assert differs("Jon Smith", "John Smith")
+    with pytest.raises(ValueError, match="medical.blood_type.*'A-'"):
+        wrong_values("A-", ["a-", " A- ", "(A-)", "--"], "medical.blood_type")
 
 
 # ---- text metrics -----------------------------------------------------------------------------
@@ -315,3 +522,46 @@ def test_upper_triangular_long_format():
     base = upper_triangular(A3, include_baseline=True)
     assert [(r["stage"], r["task"]) for r in base[:3]] == [(0, 1), (0, 2), (0, 3)]
     json.dumps(rows)
+
+
+# ---- integration: KR (a) on the tiny VLM ------------------------------------------------------
+
+def test_relearn_kr_on_a_tiny_model(smoke_dataset, tmp_path):
+    import copy
+
+    torch = pytest.importorskip("torch")
+    from mmunlearn.metrics.evaluate import Evaluator, relearn_kr
+    from mmunlearn.models.base import chat_corpus
+    from mmunlearn.models.tiny import build_tiny_llava
+
+    root, params = smoke_dataset
+    qa = pd.read_parquet(root / "data" / "qa.parquet")
+    forget = qa[qa.split == "forget"]
+    forget = forget[forget.pair_id.isin(sorted(set(forget.pair_id))[:4])].to_dict("records")
+    torch.manual_seed(0)
+    model, processor = build_tiny_llava(chat_corpus(forget), seed=0)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    p = copy.deepcopy(params)
+    p["metrics"].update(relearn_steps=2, batch_size=16)
+    p["finetune"]["batch_size"] = 4
+    ev = Evaluator(p, base_dir=tmp_path, data_dir=root / "data")
+    unlearned = ev.run(model, forget)
+    oracle = copy.deepcopy(model)
+    before = {k: v.clone() for k, v in oracle.state_dict().items()}
+    # the oracle IS the unlearned model here: the same steps teach it exactly as much, so the
+    # recovery beyond the oracle is 0; the fine-tuned model knew every test row (FA 1)
+    out = relearn_kr(ev, copy.deepcopy(model), unlearned, forget, {r["qa_id"]: True for r in forget}, 0, oracle)
+    assert out["train_rows"] + out["test_rows"] == len(forget) and out["train_rows"] > 0
+    assert out["fa_finetuned"] == 1.0 and out["fa_oracle"] == out["fa_unlearned"]
+    assert out["fa_oracle_relearned"] == out["fa_relearned"]
+    assert out["kr"] == pytest.approx((out["fa_relearned"] - out["fa_unlearned"]) / (1 - out["fa_unlearned"]), abs=1e-6)
+    assert out["kr_vs_oracle"] == 0.0 and out["kr_reason"] is None
+    assert all(torch.equal(before[k], v) for k, v in oracle.state_dict().items())  # relearned a copy
+    # fine-tuned correctness = the unlearned model's own: nothing was forgotten -> null, with why
+    own = dict(zip(unlearned.frame.qa_id, unlearned.frame.correct))
+    none = relearn_kr(ev, copy.deepcopy(model), unlearned, forget, own, 0, None)
+    assert none["kr"] is None and none["kr_vs_oracle"] is None
+    assert none["kr_reason"] == "FA_finetuned - FA_unlearned = 0 < metrics.kr_min_gap 0.1"
+    assert none["fa_unlearned"] == none["fa_finetuned"] and none["fa_relearned"] is None  # not relearned
+    json.dumps(out)

@@ -210,10 +210,10 @@ def test_memorising_model_scores_its_answers(tiny, rows, images):
     ev = evaluate(model, processor, few, images, enc=enc)
     assert ev.frame.correct.all()
     assert generate(model, processor, enc) == [str(r["answer"]) for r in few]
-    # with generation, only rows not exact under teacher forcing are decoded: same texts
+    # only rows not exact under teacher forcing are decoded: same texts
     mixed = rows[:12]
     enc_m = encode(processor, mixed, images)
-    ev_m = evaluate(model, processor, mixed, images, enc=enc_m, with_generation=True)
+    ev_m = evaluate(model, processor, mixed, images, enc=enc_m)
     assert ev_m.frame.tf_exact[:6].all() and not ev_m.frame.tf_exact.all()
     assert list(ev_m.frame.generated) == generate(model, processor, enc_m)
 

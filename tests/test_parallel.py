@@ -2,6 +2,7 @@
 import os
 
 import pytest
+import torch
 
 from mmunlearn.parallel import plan, run_jobs
 
@@ -25,8 +26,31 @@ def test_plan_caps_workers_by_jobs_and_splits_cores():
     n, threads = plan(0, 10)
     assert n == min(cores, 10)
     if n > 1:
-        assert threads == max(1, cores // n)
+        assert threads == max(1, min(torch.get_num_threads(), cores // n))
     assert plan(0, 3, per_job=True)[0] == min(3, 2 * cores)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="one worker on an accelerator")
+def test_threads_per_job_come_from_the_default_plan_not_from_workers(monkeypatch):
+    """8 cores, 8 torch threads: 3 jobs -> 3 processes of 8 // 3 = 2 threads by default, and 2
+    threads per job with any other worker count (results do not depend on `workers`)."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    before = torch.get_num_threads()
+    torch.set_num_threads(8)
+    try:
+        assert [plan(w, 3) for w in (0, 1, 2, 5)] == [(3, 2), (1, 2), (2, 2), (3, 2)]
+        assert [plan(w, 20) for w in (0, 1, 4)] == [(8, 1), (1, 1), (4, 1)]
+        assert plan(0, 3, per_job=True) == (3, 2) and plan(0, 1) == (1, 8) and plan(3, 1) == (1, 8)
+        torch.set_num_threads(1)   # a caller pinned to one thread keeps one in every job
+        assert plan(0, 3) == (3, 1) and plan(0, 1) == (1, 1)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+def test_jobs_run_with_the_same_threads_here_and_in_workers():
+    seen = [{o[1] for o in run_jobs(_job, [1, 2, 3], workers=w)} for w in (1, 2, 0)]
+    assert seen[0] == seen[1] == seen[2] and len(seen[0]) == 1
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")

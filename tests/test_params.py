@@ -51,8 +51,10 @@ def test_full_scale_preset_is_icu_bench(base_params):
     ("finetune.lora.dropout", 1.5, "finetune.lora.dropout=1.5"),
     ("base.epochs", {"smoke": 1, "small": 0, "full": 1}, "base.epochs.small=0"),
     ("finetune.lr", "fast", "finetune.lr='fast'"),
-    ("unlearn.workers", -1, "unlearn.workers=-1"),
-    ("metrics.workers", 1.5, "metrics.workers=1.5"),
+    ("runtime.unlearn.workers", -1, "runtime.unlearn.workers=-1"),
+    ("runtime.metrics.workers", 1.5, "runtime.metrics.workers=1.5"),
+    ("unlearn.workers", 2, "unlearn.workers=2: moved to runtime.unlearn.workers"),
+    ("runtime.unlearn.threads", 2, "runtime.unlearn.threads=2: unknown runtime knob"),
 ])
 def test_bad_value_is_named(base_params, key, value, needle):
     p = copy.deepcopy(base_params)

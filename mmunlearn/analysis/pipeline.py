@@ -1,5 +1,6 @@
 """Stage `analyze` inside the pipeline: collect the released rows from outputs/eval, run the
-SPEC section 8 analysis, add the continual summaries, write outputs/analysis/."""
+SPEC section 8 analysis, add the continual summaries, write outputs/analysis/, then check the
+run's own sanity (outputs/sanity.json)."""
 from __future__ import annotations
 
 import json
@@ -60,16 +61,22 @@ def continual_matrices(docs: list[dict]) -> dict:
 
 
 def run(params: dict, eval_root="outputs/eval", out_dir="outputs/analysis",
-        unimodal_path="outputs/unimodal/results.json") -> dict:
+        unimodal_path="outputs/unimodal/results.json", sanity_path="outputs/sanity.json",
+        finetune_metrics="outputs/finetune/metrics.json", qa_path="data/qa.parquet") -> dict:
+    """The analysis documents in `out_dir`, then the sanity self-check in `sanity_path` (one
+    `WARNING:` line per failed check; with `analysis.strict` a failure is a UserError, raised
+    after every file is written)."""
     from mmunlearn.analysis import analyze
+    from mmunlearn.analysis.sanity import enforce, sanity_checks
 
+    cfg = params["analysis"]
     docs = model_results(params, eval_root)
     rows = released_rows(docs)
     # AD, JS and the oracle distance need an oracle: rows without one cannot be ranked on them
     frame = pd.DataFrame(rows).dropna(subset=list(RELEASED[3:]))
     unimodal = json.loads(Path(unimodal_path).read_text()) if Path(unimodal_path).is_file() else []
-    res = analyze(frame, pd.DataFrame(unimodal) if unimodal else None, ties=params["analysis"]["ties"],
-                  draws=int(params["analysis"]["stability_draws"]), seed=int(params["seed"]))
+    res = analyze(frame, pd.DataFrame(unimodal) if unimodal else None, ties=cfg["ties"],
+                  draws=int(cfg["stability_draws"]), seed=int(params["seed"]), reliability=cfg["reliability"])
     res["analysis_results"]["continual"] = continual_summary(docs)
     out = Path(out_dir)
     write_json(out / "multimodal_results.json", rows)
@@ -78,4 +85,7 @@ def run(params: dict, eval_root="outputs/eval", out_dir="outputs/analysis",
     write_json(out / "continual.json", continual_matrices(docs))
     for name, obj in res.items():
         write_json(out / f"{name}.json", obj)
+    sanity = sanity_checks(params, eval_root, finetune_metrics, qa_path)
+    write_json(sanity_path, sanity)
+    enforce(sanity, bool(cfg["strict"]), sanity_path)
     return res

@@ -14,7 +14,8 @@ METRICS = ("FA", "RA", "MIA", "AD", "JS")
 LOWER_IS_BETTER = frozenset({"FA", "MIA", "AD", "JS"})
 MODEL_KEYS = ("dataset", "method", "seed")
 REQUIRED = (*MODEL_KEYS, *METRICS, "retrained_distance")
-TIES = ("ordinal", "average")
+TIES = ("tau_b", "ordinal")          # tau matrix / stability: tie-aware Kendall tau-b, or the paper's
+RELIABILITY = ("within", "pooled")   # what feeds the UQS weights: per-dataset rhos combined, or pooled
 
 
 def _where(rows: pd.DataFrame, i: int) -> str:
@@ -86,9 +87,16 @@ def oriented(values, metric: str) -> np.ndarray:
     return values if metric not in LOWER_IS_BETTER else -values
 
 
-def ranks(values, metric: str, ties: str = "ordinal") -> np.ndarray:
-    """Rank 1 = best by the metric's orientation; ties by position (`ordinal`) or averaged."""
-    return rankdata(-oriented(values, metric), method=ties)
+def ranks(values, metric: str, method: str = "ordinal") -> np.ndarray:
+    """Rank 1 = best by the metric's orientation; ties by position (`ordinal`) or averaged
+    (`average`, scipy.stats.rankdata's method)."""
+    return rankdata(-oriented(values, metric), method=method)
+
+
+def constant(values) -> bool:
+    """True when every value is the same: such a metric ranks nothing."""
+    values = np.asarray(values, dtype=float)
+    return bool(values.size == 0 or np.all(values == values[0]))
 
 
 def method_means(rows: pd.DataFrame, columns=METRICS) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from mmunlearn.data.schema import DOMAINS, FORMS, SPLITS, VIEWS
 from mmunlearn.data.splits import assign_splits
 from mmunlearn.errors import UserError
 from mmunlearn.io import atomic_dir, write_json, write_parquet
-from mmunlearn.params import data_scale
+from mmunlearn.params import data_scale, runtime
 
 
 def build_tables(params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -57,7 +57,7 @@ def assemble(params: dict, root: str | Path = ".", progress: bool = True) -> dic
     records = profiles.to_dict("records")
     with atomic_dir(root / "data" / "images") as tmp:
         names = render_all(records, int(params["data"]["image_size"]), tmp,
-                           workers=int(params["data"]["workers"]), progress=progress)
+                           workers=runtime(params, "data.workers"), progress=progress)
     profiles["images"] = names
     write_parquet(root / "data" / "profiles.parquet", profiles)
     write_parquet(root / "data" / "qa.parquet", qa)

@@ -1,7 +1,9 @@
 """Unlearning methods: one file, one loss (or pruning rule) each, registered by name.
 
-Adding a method = adding a module here that defines a `Method` subclass decorated with
-`@register`; `methods()` imports every module of the package.
+Adding a method = adding a module `<name>.py` here that defines a `Method` subclass named
+`<name>`, decorated with `@register`; `methods()` imports every module of the package, `get(name)`
+only `<name>.py` (and what it imports): an `unlearn@<name>` item runs no other method's code, so
+its deps are that file and the shared ones (base, losses).
 """
 from __future__ import annotations
 
@@ -26,7 +28,10 @@ def methods() -> dict[str, type[Method]]:
 
 
 def get(name: str) -> type[Method]:
-    found = methods()
-    if name not in found:
-        raise KeyError(f"unknown method {name!r} (known: {', '.join(sorted(found))})")
-    return found[name]
+    known = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _INFRA)
+    if name not in known:
+        raise KeyError(f"unknown method {name!r} (known: {', '.join(known)})")
+    importlib.import_module(f"{__name__}.{name}")
+    if name not in REGISTRY:
+        raise KeyError(f"module {__name__}.{name} registers no method named {name!r}")
+    return REGISTRY[name]

@@ -103,9 +103,15 @@ class Method:
 
 
 def random_wrong_answers(rows: list[dict], pools: dict, rng: np.random.Generator) -> list[str]:
-    """For each row, a value of the same field from another profile (never the true answer)."""
+    """For each row, a value of the same field from another profile that the scorer can never
+    take for the true answer (`metrics.rows.wrong_values`: neither contains the other after
+    normalisation, so `A+` is a wrong label for `A-` but `Smith, J.` is not one for `smith j`).
+    A field with no such value is a ValueError naming it."""
+    from mmunlearn.metrics.rows import wrong_values
+
     out = []
     for r in rows:
-        pool = [v for v in pools[(r["domain"], r["field"])] if v != str(r["answer"])]
+        key = (r["domain"], r["field"])
+        pool = wrong_values(r["answer"], pools[key], f"random label of {key[0]}.{key[1]}")
         out.append(pool[int(rng.integers(len(pool)))])
     return out

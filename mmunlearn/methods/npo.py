@@ -3,16 +3,8 @@
 log pi(y|x) is the *sum* of answer-token log-probabilities of each sequence (not a batch-mean
 NLL); ref = the frozen fine-tuned model.
 """
-import torch
-
 from mmunlearn.methods import losses
-from mmunlearn.methods.base import Method, register, seq_logprob_of
-
-
-def npo_term(ctx, forget, beta: float) -> torch.Tensor:
-    with torch.no_grad():
-        ref = seq_logprob_of(ctx.ref, forget)
-    return losses.npo(seq_logprob_of(ctx.model, forget), ref, beta)
+from mmunlearn.methods.base import Method, register
 
 
 @register
@@ -21,4 +13,4 @@ class NegativePreference(Method):
     uses_reference = True
 
     def loss(self, ctx, forget, retain):
-        return npo_term(ctx, forget, float(self.cfg["beta"]))
+        return losses.npo_term(ctx, forget, float(self.cfg["beta"]))

@@ -1,6 +1,6 @@
 """NPO-Diff: L = NPO + alpha * NLL_r."""
+from mmunlearn.methods import losses
 from mmunlearn.methods.base import Method, nll_of, register
-from mmunlearn.methods.npo import npo_term
 
 
 @register
@@ -9,4 +9,4 @@ class NegativePreferenceDifference(Method):
     uses_reference = True
 
     def loss(self, ctx, forget, retain):
-        return npo_term(ctx, forget, float(self.cfg["beta"])) + float(self.cfg["alpha"]) * nll_of(ctx.model, retain)
+        return losses.npo_term(ctx, forget, float(self.cfg["beta"])) + float(self.cfg["alpha"]) * nll_of(ctx.model, retain)

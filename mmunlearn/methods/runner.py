@@ -12,7 +12,9 @@ import copy
 import json
 import time
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,6 +57,66 @@ class Sampler:
         return collate(self.enc, idx, self.pad_id)
 
 
+@dataclass
+class Unlearner:
+    """One method unlearning one trainable (LoRA) model task after task: the per-task step of
+    `run_sequence`, which the text-only branch (`mmunlearn.unimodal.text`) runs too. `start` makes
+    the frozen reference (methods with `uses_reference`), AdamW at the method's lr and accelerate's
+    Accelerator; `task` unlearns one forget set; `finish` removes the method's hooks. Every draw
+    (random answers, forget and retain batches) comes from `rng`, in this order."""
+
+    method: Any
+    model: Any                      # as prepared by `accelerator` (unwrap to save)
+    ref: Any | None
+    optimizer: torch.optim.Optimizer
+    accelerator: Any
+    rng: np.random.Generator
+    tokenizer: Any
+    pools: dict
+    batch_size: int
+    retain: Sampler
+    retain_rows: list[dict]
+    state: dict = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, method, model, tokenizer, pools: dict, retain_enc, retain_rows: list[dict],
+              batch_size: int, rng: np.random.Generator) -> "Unlearner":
+        from accelerate import Accelerator
+
+        ref = None
+        if method.uses_reference:
+            ref = copy.deepcopy(model).eval()
+            for p in ref.parameters():
+                p.requires_grad_(False)
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        optimizer = torch.optim.AdamW(list(trainable(model).values()), lr=float(method.cfg.get("lr", 0.0)) or 1e-3,
+                                      weight_decay=0.0)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        retain = Sampler(retain_enc, tokenizer.pad_token_id, batch_size, rng)
+        return cls(method, model, ref, optimizer, accelerator, rng, tokenizer, pools, batch_size, retain, retain_rows)
+
+    def task(self, rows: list[dict], enc, steps: int) -> None:
+        """Unlearn one forget set (`rows`, encoded with their true answers as `enc`): the method's
+        targets (`forget_answers`: refusals, random labels) replace the answers, a batch of the
+        true ones is kept in `state["true_forget_batch"]`, then `Method.unlearn_task`."""
+        from mmunlearn.models.encode import retarget
+
+        pad, bs = self.tokenizer.pad_token_id, self.batch_size
+        answers = self.method.forget_answers(rows, self.pools, self.rng)
+        forget = Sampler(enc if answers is None else retarget(enc, self.tokenizer, answers), pad, bs, self.rng)
+        self.state["true_forget_batch"] = Sampler(enc, pad, bs, self.rng)()
+        ctx = Context(model=self.model, ref=self.ref, optimizer=self.optimizer, accelerator=self.accelerator,
+                      rng=self.rng, forget_batches=forget, retain_batches=self.retain, forget_rows=rows,
+                      retain_rows=self.retain_rows, state=self.state)
+        self.method.unlearn_task(ctx, steps)
+
+    def finish(self) -> dict:
+        """Remove the method's forward hooks (MANU); the method state (e.g. `pruned`)."""
+        for h in self.state.pop("hooks", []):
+            h.remove()
+        return self.state
+
+
 def load_trainable(base_dir: Path, finetuned_dir: Path):
     from peft import PeftModel
 
@@ -69,52 +131,35 @@ def load_trainable(base_dir: Path, finetuned_dir: Path):
 def run_sequence(method_name: str, params: dict, variant: str, seed: int, qa: pd.DataFrame,
                  profiles: pd.DataFrame, base_dir: Path, finetuned_dir: Path, data_dir: Path,
                  out_dir: Path, progress: bool = True) -> list[dict]:
-    from accelerate import Accelerator
     from tqdm import tqdm
 
-    from mmunlearn.models.encode import encode, file_images, retarget
+    from mmunlearn.models.encode import encode, file_images
+
+    from mmunlearn.params import method_config
 
     cfg = params["unlearn"]
-    mcfg = cfg[method_name]
+    mcfg = method_config(params, method_name)
     method = get(method_name)(mcfg)
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, zlib.crc32(f"{method_name}/{variant}".encode())])
     model, processor = load_trainable(base_dir, finetuned_dir)
-    ref = None
-    if method.uses_reference:
-        ref = copy.deepcopy(model).eval()
-        for p in ref.parameters():
-            p.requires_grad_(False)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    optimizer = torch.optim.AdamW(list(trainable(model).values()), lr=float(mcfg.get("lr", 0.0)) or 1e-3,
-                                  weight_decay=0.0)
-    model, optimizer = accelerator.prepare(model, optimizer)
     images = file_images(data_dir)
-    pad = processor.tokenizer.pad_token_id
-    bs = int(cfg["batch_size"])
-    pools = option_pools(profiles)
     tasks, retain_ids = variant_tasks(variant, params, profiles)
     retain_rows = qa[qa.profile_id.isin(retain_ids)].to_dict("records")
-    retain = Sampler(encode(processor, retain_rows, images), pad, bs, rng)
-    state: dict = {}
+    run = Unlearner.start(method, model, processor.tokenizer, option_pools(profiles),
+                          encode(processor, retain_rows, images), retain_rows, int(cfg["batch_size"]), rng)
+    model, state = run.model, run.state
     log = []
     save_every = int(cfg["save_every"])
     bar = tqdm(tasks, desc=f"{method_name}/{variant}/seed{seed}", unit="task", disable=not progress)
     for t, (name, forget_ids) in enumerate(bar, start=1):
         t0 = time.perf_counter()
         rows = qa[qa.profile_id.isin(forget_ids)].to_dict("records")
-        true_enc = encode(processor, rows, images)
-        answers = method.forget_answers(rows, pools, rng)
-        forget = Sampler(true_enc if answers is None else retarget(true_enc, processor.tokenizer, answers), pad, bs, rng)
-        state["true_forget_batch"] = Sampler(true_enc, pad, bs, rng)()
-        ctx = Context(model=model, ref=ref, optimizer=optimizer, accelerator=accelerator, rng=rng,
-                      forget_batches=forget, retain_batches=retain, forget_rows=rows,
-                      retain_rows=retain_rows, state=state)
-        method.unlearn_task(ctx, int(mcfg.get("steps", 0)))
+        run.task(rows, encode(processor, rows, images), int(mcfg.get("steps", 0)))
         with torch.no_grad():
             model.eval()
             f_nll = float(nll_of(model, state["true_forget_batch"]))
-            r_nll = float(nll_of(model, retain()))
+            r_nll = float(nll_of(model, run.retain()))
             model.train()
         seconds = time.perf_counter() - t0
         entry = {"checkpoint": name, "forget_profiles": len(forget_ids), "forget_loss": round(f_nll, 4),
@@ -123,9 +168,8 @@ def run_sequence(method_name: str, params: dict, variant: str, seed: int, qa: pd
         bar.write(f"[{method_name} {variant} seed {seed}] {name} ({t}/{len(tasks)}): "
                   f"forget loss {f_nll:.3f}  retain loss {r_nll:.3f}  {seconds:.1f} s")
         if t % save_every == 0 or t == len(tasks):
-            save_checkpoint(accelerator.unwrap_model(model), state.get("pruned"), out_dir / name)
-    for h in state.pop("hooks", []):
-        h.remove()
+            save_checkpoint(run.accelerator.unwrap_model(model), state.get("pruned"), out_dir / name)
+    run.finish()
     return log
 
 

@@ -14,11 +14,12 @@ from mmunlearn.metrics.divergence import activation_distance, js_divergence, ora
 from mmunlearn.metrics.recovery import kr_relearn
 from mmunlearn.metrics.text import forget_quality, modality_alignment, rouge_l, truth_ratio
 from mmunlearn.metrics.continual import continual_metrics, upper_triangular
+from mmunlearn.metrics.rows import mia_features, normalize, row_correct, strict_match, text_match
 
 __all__ = [
     "METRICS", "metric",
     "accuracy", "loss_score", "zlib_score", "min_k_score", "min_k_pp_score", "mia_auc",
     "mia_attack", "activation_distance", "js_divergence", "oracle_distance", "kr_relearn",
     "rouge_l", "truth_ratio", "forget_quality", "modality_alignment", "continual_metrics",
-    "upper_triangular",
+    "upper_triangular", "row_correct", "mia_features", "normalize", "text_match", "strict_match",
 ]

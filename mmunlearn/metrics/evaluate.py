@@ -8,10 +8,12 @@ All logit-based metrics read from those passes:
 
 - FA / RA: accuracy on forget / retain rows (classification: option likelihood; generation and
   cloze: normalized exact or containment match of the greedy answer).
-- MIA: ROC-AUC of forget (members) vs holdout (non-members) for loss, zlib, Min-K% and Min-K%++;
-  the paper's attack (logistic regression on max p, -entropy, margin) whose member rate is `MIA`.
+- MIA: ROC-AUC of forget (members) vs holdout (non-members) for loss, zlib (mean log-prob / zlib
+  bytes), Min-K% and Min-K%++; the paper's attack (logistic regression on max p, -entropy, margin,
+  fitted on class-balanced draws) whose member rate is `MIA`.
 - AD, JS (token-id aligned), oracle distance over the LoRA-targeted weights, ROUGE-L, truth ratio
-  and KS forget quality vs the oracle, UMU modality alignment, KR (relearning and probes).
+  and KS forget quality vs the oracle, UMU modality alignment, KR (relearning, with the oracle
+  relearned the same way as control: `KR_vs_oracle`, see `metrics.recovery`; and probes).
 - Continual (icu variant): A[t][i] = forget accuracy on task i after stage t, stage 0 being the
   fine-tuned model, with retained utility on a fixed retain subsample.
 """
@@ -30,10 +32,15 @@ from mmunlearn.data.qa import option_pools
 from mmunlearn.io import write_json, write_parquet
 from mmunlearn.methods.runner import PRUNED, VARIANTS, Sampler, variant_tasks
 from mmunlearn.metrics import (accuracy, activation_distance, continual_metrics, forget_quality,
-                               js_divergence, kr_relearn, loss_score, mia_attack, mia_auc, min_k_pp_score,
+                               js_divergence, loss_score, mia_attack, mia_auc, min_k_pp_score,
                                min_k_score, modality_alignment, oracle_distance, rouge_l, truth_ratio,
                                upper_triangular, zlib_score)
 from mmunlearn.metrics.probes import PROBES, probe_rows
+from mmunlearn.metrics.recovery import kr_gap_reason, kr_summary
+from mmunlearn.metrics.rows import mia_features
+from mmunlearn.metrics.rows import prediction as rows_prediction
+from mmunlearn.metrics.rows import strict_match
+from mmunlearn.params import runtime
 
 HEADLINE = ("FA", "RA", "MIA", "AD", "JS", "retrained_distance")
 
@@ -129,11 +136,11 @@ class Evaluator:
 
         return load_checkpoint(self.base_dir, adapter_dir)[0]
 
-    def run(self, model, rows: list[dict], generation: bool = False, keep_dist: bool = False) -> Pass:
+    def run(self, model, rows: list[dict], keep_dist: bool = False) -> Pass:
         from mmunlearn.models.engine import evaluate
 
         ev = evaluate(model, self.processor, rows, self.images, self.bs, keep_dist=keep_dist,
-                      with_generation=generation, enc=self.encoded(rows))
+                      enc=self.encoded(rows))
         frame = ev.frame.copy()
         for col in ("pair_id", "split", "task", "answer", "profile_id"):
             frame[col] = [r[col] for r in rows]
@@ -165,20 +172,24 @@ class Evaluator:
 
 # ---- metric groups ------------------------------------------------------------------------------
 def mia_metrics(member, nonmember, member_answers, nonmember_answers, cfg: dict, seed: int) -> dict:
-    """Loss / zlib / Min-K% / Min-K%++ AUCs and the paper's logistic-regression attack."""
+    """Loss / zlib / Min-K% / Min-K%++ AUCs and the paper's attack on class-balanced draws
+    (`mia_attack`); zlib reads the mean token log-prob (the zlib ratio of the Min-K% paper)."""
     k = float(cfg["min_k"])
     out = {
         "loss_auc": mia_auc(loss_score(member.logprob_mean), loss_score(nonmember.logprob_mean)),
-        "zlib_auc": mia_auc(zlib_score(member.logprob_sum, member_answers),
-                            zlib_score(nonmember.logprob_sum, nonmember_answers)),
+        "zlib_auc": mia_auc(zlib_score(member.logprob_mean, member_answers),
+                            zlib_score(nonmember.logprob_mean, nonmember_answers)),
         "min_k_auc": mia_auc(min_k_score(member.token_logprobs, k), min_k_score(nonmember.token_logprobs, k)),
         "min_k_pp_auc": mia_auc(min_k_pp_score(member.token_zpp, k), min_k_pp_score(nonmember.token_zpp, k)),
     }
-    feats = lambda s: np.stack([s.max_prob, s.neg_entropy, s.margin], axis=1)  # noqa: E731
-    attack = mia_attack(feats(member), feats(nonmember), folds=int(cfg["mia_folds"]), seed=seed)
-    out["attack_auc"] = attack["auc"]
-    out["member_rate"] = attack["member_rate"]
-    return {k2: _r(v) for k2, v in out.items()}
+    feats = lambda s: mia_features(s.max_prob, s.neg_entropy, s.margin)  # noqa: E731
+    attack = mia_attack(feats(member), feats(nonmember), folds=int(cfg["mia_folds"]), seed=seed,
+                        draws=int(cfg["mia_draws"]))
+    out.update(attack_auc=attack["auc"], member_rate=attack["member_rate"],
+               nonmember_rate=attack["nonmember_rate"])
+    res = {k2: _r(v) for k2, v in out.items()}
+    res.update(attack_draws=attack["draws"], attack_class_size=attack["class_size"])
+    return res
 
 
 def by_view(frame: pd.DataFrame) -> dict:
@@ -197,44 +208,81 @@ def with_rouge(p: Pass) -> Pass:
     return p
 
 
-def knowledge_recoverability(ev: Evaluator, model, forget: Pass, forget_rows: list[dict],
-                             finetuned_correct: dict[str, bool], seed: int) -> dict:
-    """(a) probes of the failed forget rows; (b) relearning: `metrics.relearn_steps` NLL steps on a
-    seeded share of the forget questions, FA on the rest, normalised by the fine-tuned FA.
-    Relearning trains `model` in place: call last."""
-    probes, probe_score = run_probes(ev, model, forget, forget_rows, seed)
+def relearn_split(forget_rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train rows, test rows) of KR (a): a seeded `fraction` of the forget pairs (both views of a
+    fact on the same side) to relearn on, the rest to measure on; no split with one pair."""
     pairs = sorted({r["pair_id"] for r in forget_rows})
+    if len(pairs) < 2:
+        return [], list(forget_rows)
     rng = np.random.default_rng([seed, 0x4B])
-    n_relearn = max(1, int(round(len(pairs) * float(ev.cfg["relearn_fraction"]))))
-    relearn_pairs = set(np.array(pairs)[rng.permutation(len(pairs))[:n_relearn]].tolist()) if len(pairs) > 1 else set()
-    train_rows = [r for r in forget_rows if r["pair_id"] in relearn_pairs]
-    test_rows = [r for r in forget_rows if r["pair_id"] not in relearn_pairs]
-    relearn = {"steps": int(ev.cfg["relearn_steps"]), "train_rows": len(train_rows), "test_rows": len(test_rows)}
-    if train_rows and test_rows:
-        test_ids = {r["qa_id"] for r in test_rows}
-        fa_unlearned = accuracy(forget.frame.correct[forget.frame.qa_id.isin(test_ids)].to_numpy())
-        fa_finetuned = accuracy(np.array([finetuned_correct[q] for q in sorted(test_ids)]))
-        relearned = relearn_model(ev, model, train_rows, seed)
-        fa_relearned = accuracy(ev.run(relearned, test_rows).frame.correct.to_numpy())
-        relearn.update(fa_unlearned=_r(fa_unlearned), fa_finetuned=_r(fa_finetuned), fa_relearned=_r(fa_relearned),
-                       kr=_r(kr_relearn(fa_relearned, fa_unlearned, fa_finetuned)))
-    else:
-        relearn["kr"] = None
+    n = max(1, int(round(len(pairs) * float(fraction))))
+    chosen = set(np.array(pairs)[rng.permutation(len(pairs))[:n]].tolist())
+    return ([r for r in forget_rows if r["pair_id"] in chosen],
+            [r for r in forget_rows if r["pair_id"] not in chosen])
+
+
+def relearned_fa(ev: Evaluator, model, train_rows: list[dict], test_rows: list[dict], seed: int) -> float | None:
+    """FA on `test_rows` after `relearn_model` on `train_rows` (trains `model` in place)."""
+    return accuracy(ev.run(relearn_model(ev, model, train_rows, seed), test_rows).frame.correct.to_numpy())
+
+
+def oracle_control(ev: Evaluator, oracle, train_rows: list[dict], test_rows: list[dict], seed: int) -> dict:
+    """The oracle (never trained on the forget set) before and after the same relearning: what k
+    steps teach a model that never knew the data. Relearns a copy; `oracle` stays as it is."""
+    import copy
+
+    if oracle is None:
+        return {"fa_oracle": None, "fa_oracle_relearned": None}
+    fa = accuracy(ev.run(oracle, test_rows).frame.correct.to_numpy())
+    return {"fa_oracle": fa, "fa_oracle_relearned": relearned_fa(ev, copy.deepcopy(oracle), train_rows, test_rows, seed)}
+
+
+def relearn_kr(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], finetuned_correct: dict[str, bool],
+               seed: int, oracle=None) -> dict:
+    """KR (a) and KR_vs_oracle (`metrics.recovery`): every FA by the one row definition
+    (`rows.row_correct`, the `correct` of `Evaluator.run`) on the same test rows -- unlearned (its
+    forget pass), fine-tuned (`finetuned_correct`, from `evaluate_baselines`), relearned, oracle and
+    oracle relearned. Nothing is relearned where KR is null anyway (no split, gap below
+    `metrics.kr_min_gap`). Relearning trains `model` in place: call last."""
+    train_rows, test_rows = relearn_split(forget_rows, float(ev.cfg["relearn_fraction"]), seed)
+    gap = float(ev.cfg["kr_min_gap"])
+    out = {"steps": int(ev.cfg["relearn_steps"]), "train_rows": len(train_rows), "test_rows": len(test_rows),
+           "kr_min_gap": gap}
+    fa = dict.fromkeys(("fa_unlearned", "fa_finetuned", "fa_relearned", "fa_oracle", "fa_oracle_relearned"))
+    reason = "fewer than 2 forget pairs: no relearning split" if not train_rows or not test_rows else None
+    if reason is None:
+        ids = [r["qa_id"] for r in test_rows]
+        fa["fa_unlearned"] = accuracy(forget.frame.set_index("qa_id").correct[ids].to_numpy(dtype=bool))
+        fa["fa_finetuned"] = accuracy(np.array([bool(finetuned_correct[q]) for q in ids]))
+        reason = kr_gap_reason(fa["fa_unlearned"], fa["fa_finetuned"], gap)
+    if reason is not None:
+        return {**out, **{k: _r(v) for k, v in fa.items()}, "kr": None, "kr_vs_oracle": None,
+                "kr_reason": reason, "kr_vs_oracle_reason": reason}
+    fa.update(oracle_control(ev, oracle, train_rows, test_rows, seed))
+    fa["fa_relearned"] = relearned_fa(ev, model, train_rows, test_rows, seed)
+    kr = kr_summary(fa["fa_relearned"], fa["fa_unlearned"], fa["fa_finetuned"], fa["fa_oracle"],
+                    fa["fa_oracle_relearned"], gap)
+    return {**out, **{k: _r(v) for k, v in fa.items()}, "kr": _r(kr["kr"]), "kr_vs_oracle": _r(kr["kr_vs_oracle"]),
+            "kr_reason": kr["kr_reason"], "kr_vs_oracle_reason": kr["kr_vs_oracle_reason"]}
+
+
+def knowledge_recoverability(ev: Evaluator, model, forget: Pass, forget_rows: list[dict],
+                             finetuned_correct: dict[str, bool], seed: int, oracle=None) -> dict:
+    """(a) relearning (`relearn_kr`, with the oracle control) and (b) probes of the failed forget
+    rows (strict matching). Relearning trains `model` in place, so the probes run first."""
+    probes, probe_score = run_probes(ev, model, forget, forget_rows, seed)
+    relearn = relearn_kr(ev, model, forget, forget_rows, finetuned_correct, seed, oracle)
     return {"relearn": relearn, "probe_score": _r(probe_score), "probes": probes}
 
 
 def prediction(frame_row, row: dict) -> str:
     """What the model answered: the chosen option (classification) or the greedy text."""
-    if row["form"] == "classification" and frame_row.chosen_option >= 0:
-        return str(list(row["options"])[frame_row.chosen_option])
-    return str(frame_row.generated)
+    return rows_prediction(row, int(frame_row.chosen_option), frame_row.generated)
 
 
 def strict(frame_row, row: dict) -> bool:
     """Strict matching: the chosen option, or the normalized greedy answer equal to the gold one."""
-    from mmunlearn.models.engine import normalize
-
-    return normalize(prediction(frame_row, row)) == normalize(row["answer"])
+    return strict_match(prediction(frame_row, row), row["answer"])
 
 
 def run_probes(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], seed: int) -> tuple[list[dict], float | None]:
@@ -244,7 +292,7 @@ def run_probes(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], seed
     if not failed:
         return [], None
     prows = probe_rows(failed, forget_rows, ev.profiles, ev.pools, seed)
-    pf = ev.run(model, prows, generation=True).frame
+    pf = ev.run(model, prows).frame
     direct = forget.frame.set_index("qa_id")
     by_source: dict[str, dict] = {}
     for fr, row in zip(pf.itertuples(), prows):
@@ -264,23 +312,34 @@ def run_probes(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], seed
 
 
 def relearn_model(ev: Evaluator, model, rows: list[dict], seed: int):
-    """A fresh LoRA (the fine-tuning recipe) trained `relearn_steps` steps on `rows`: the
-    relearning attack of KR (a)."""
+    """The relearning attack of KR (a): a fresh LoRA trained `metrics.relearn_steps` steps on `rows`
+    with the fine-tuning recipe -- `finetune.add_lora`'s adapter, `finetune.lr` and
+    `finetune.batch_size`, NLL on the answer tokens, and `models.train.TrainConfig`'s AdamW
+    betas / weight decay and learning-rate schedule (what the HF Trainer of `models.train.train`
+    uses). Only the step count differs from fine-tuning, and batches come from the seeded
+    `Sampler`. The linear layers run through `models.onednn` as in `train` (only here)."""
+    from transformers import get_scheduler
+
     from mmunlearn.methods.base import nll_of
     from mmunlearn.models import onednn
     from mmunlearn.models.finetune import add_lora
+    from mmunlearn.models.train import TrainConfig
 
+    fcfg, steps = ev.params["finetune"], int(ev.cfg["relearn_steps"])
+    cfg = TrainConfig(epochs=1, lr=float(fcfg["lr"]), batch_size=int(fcfg["batch_size"]), seed=seed)
     model = add_lora(model, ev.params)
     model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                            lr=float(ev.params["finetune"]["lr"]), weight_decay=0.0)
-    batches = Sampler(ev.encoded(rows), ev.processor.tokenizer.pad_token_id,
-                      int(ev.params["unlearn"]["batch_size"]), np.random.default_rng([seed, 0x52]))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay)
+    sched = get_scheduler(cfg.scheduler, opt, num_warmup_steps=int(cfg.warmup_ratio * steps), num_training_steps=steps)
+    batches = Sampler(ev.encoded(rows), ev.processor.tokenizer.pad_token_id, cfg.batch_size,
+                      np.random.default_rng([seed, 0x52]))
     with onednn.accelerated(model):
-        for _ in range(int(ev.cfg["relearn_steps"])):
+        for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             nll_of(model, batches()).backward()
             opt.step()
+            sched.step()
     return model.eval()
 
 
@@ -288,8 +347,8 @@ def evaluate_model(ev: Evaluator, model, variant: str, seed: int, oracle=None, o
                    finetuned_correct: dict[str, bool] | None = None, kr: bool = True) -> dict:
     """Every metric of one model on one variant's forget / retain / holdout rows."""
     sets = ev.sets(variant)
-    forget = with_rouge(ev.run(model, sets["forget"], generation=True, keep_dist=oracle is not None))
-    retain = with_rouge(ev.run(model, sets["retain"], generation=True))
+    forget = with_rouge(ev.run(model, sets["forget"], keep_dist=oracle is not None))
+    retain = with_rouge(ev.run(model, sets["retain"]))
     holdout = ev.scores(model, sets["holdout"])
     out = {
         "FA": _r(accuracy(forget.frame.correct.to_numpy())),
@@ -320,8 +379,9 @@ def evaluate_model(ev: Evaluator, model, variant: str, seed: int, oracle=None, o
         out.update(AD=None, JS=None, retrained_distance=None, truth_ratio=None, forget_quality=None)
     out["_forget_pass"], out["_retain_pass"] = forget, retain
     if kr and finetuned_correct is not None:
-        out["kr"] = knowledge_recoverability(ev, model, forget, sets["forget"], finetuned_correct, seed)
+        out["kr"] = knowledge_recoverability(ev, model, forget, sets["forget"], finetuned_correct, seed, oracle)
         out["KR"] = out["kr"]["relearn"]["kr"]
+        out["KR_vs_oracle"] = out["kr"]["relearn"]["kr_vs_oracle"]
         out["KR_probe"] = out["kr"]["probe_score"]
     return out
 
@@ -336,18 +396,12 @@ def oracle_for(ev: Evaluator, variant: str):
     return oracle, ev.scores(oracle, ev.sets(variant)["forget"], keep_dist=True), name
 
 
-def teacher_forced_correct(frame: pd.DataFrame) -> pd.Series:
-    """Per-row correctness without generation (classification: the chosen option; other forms:
-    teacher-forced exact match), from a pass made with or without generation."""
-    return frame.correct.where(frame.chosen_option >= 0, frame.tf_exact).astype(bool)
-
-
 def continual(ev: Evaluator, ckpt_root: Path, final_forget: Pass, final_retain: Pass,
               finetuned_rows: pd.DataFrame) -> dict:
     """A[t][i] (forget accuracy on task i after stage t; stage 0 = fine-tuned) and retained utility
-    on a fixed retain subsample. Every stage is scored the way the fine-tuned model's rows are
-    (`teacher_forced_correct`); the last stage reads the final model's passes (made before KR's
-    relearning changes the model)."""
+    on a fixed retain subsample. Every stage is scored by the one row definition
+    (`metrics.rows.row_correct`), as the fine-tuned model's rows are; the last stage reads the
+    final model's passes (made before KR's relearning changes the model)."""
     n = ev.n_tasks
     sub = ev.retain_subsample()
     sub_ids = [r["qa_id"] for r in sub]
@@ -363,7 +417,7 @@ def continual(ev: Evaluator, ckpt_root: Path, final_forget: Pass, final_retain: 
     for t in saved:
         if t == n:
             frame = final_forget.frame
-            retained = teacher_forced_correct(final_retain.frame.set_index("qa_id"))
+            retained = final_retain.frame.set_index("qa_id").correct
             ra[t] = _r(accuracy(retained[sub_ids].to_numpy()))
         else:
             model = ev.load(ckpt_root / f"task{t:03d}")
@@ -371,7 +425,7 @@ def continual(ev: Evaluator, ckpt_root: Path, final_forget: Pass, final_retain: 
                                                                                & (ev.profiles.task <= t)])]).frame
             ra[t] = _r(accuracy(ev.run(model, sub).frame.correct.to_numpy()))
         tasks = task_of[frame.qa_id].to_numpy()
-        ok = teacher_forced_correct(frame).to_numpy()
+        ok = frame.correct.to_numpy(dtype=bool)
         for i in range(1, t + 1):
             A[t][i] = _r(accuracy(ok[tasks == i]))
     Am = [[A[t][i] for i in range(n + 1)] for t in range(n + 1)]
@@ -386,9 +440,10 @@ def strip(res: dict) -> dict:
 def evaluate_variant(ev: Evaluator, method: str, variant: str, unlearned_root="models/unlearned",
                      ft_rows: pd.DataFrame | None = None) -> dict[str, dict]:
     """{`<variant>_seed<seed>.json`: document} for the last checkpoint of each seed of one
-    variant: the released row (dataset, method, seed, FA, RA, MIA, AD, JS, retrained_distance)
-    and every other metric. KR and the continual matrix need the fine-tuned model's per-row
-    correctness (`ft_rows`, from `evaluate_baselines`); without it both are skipped."""
+    variant: the released row (dataset, method, seed, FA, RA, MIA, AD, JS, retrained_distance, KR,
+    KR_vs_oracle, KR_probe, ROUGE_*) and every other metric. KR and the continual matrix need the
+    fine-tuned model's per-row correctness (`ft_rows`, from `evaluate_baselines`); without it both
+    are skipped."""
     ft_correct = dict(zip(ft_rows.qa_id, ft_rows.correct.astype(bool))) if ft_rows is not None else None
     oracle, opass, oname = oracle_for(ev, variant)
     docs = {}
@@ -404,14 +459,14 @@ def evaluate_variant(ev: Evaluator, method: str, variant: str, unlearned_root="m
         res = strip(res)
         row = {"dataset": variant, "method": method, "seed": int(seed),
                **{k: res[k] for k in HEADLINE},
-               "KR": res.get("KR"), "KR_probe": res.get("KR_probe"),
+               "KR": res.get("KR"), "KR_vs_oracle": res.get("KR_vs_oracle"), "KR_probe": res.get("KR_probe"),
                "ROUGE_forget": res["ROUGE_forget"], "ROUGE_retain": res["ROUGE_retain"]}
         doc = {"row": row, "checkpoint": str(last), "oracle": oname, "pruned": (last / PRUNED).is_file(), **res}
         if cont is not None:
             doc["continual"] = cont
         docs[f"{variant}_seed{seed}.json"] = doc
         print(f"[evaluate {method}] {variant} seed {seed}: " + "  ".join(
-            f"{k} {row[k]}" for k in ("FA", "RA", "MIA", "AD", "JS", "KR")) +
+            f"{k} {row[k]}" for k in ("FA", "RA", "MIA", "AD", "JS", "KR", "KR_vs_oracle")) +
             f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
     return docs
 
@@ -463,11 +518,11 @@ def _baseline_job(args: tuple) -> dict:
 def evaluate_baselines(params: dict, out_root="outputs/eval/baselines", progress: bool = True) -> dict:
     """The fine-tuned model (per-row correctness for KR and the continual stage 0; every metric
     per variant vs its oracle: the no-unlearning reference) and each oracle itself; one job per
-    variant side by side (`metrics.workers`)."""
+    variant side by side (`runtime.metrics.workers`)."""
     from mmunlearn.io import atomic_dir
     from mmunlearn.parallel import run_jobs
 
-    results = run_jobs(_baseline_job, [(params, v) for v in (None, *VARIANTS)], int(params["metrics"]["workers"]))
+    results = run_jobs(_baseline_job, [(params, v) for v in (None, *VARIANTS)], runtime(params, "metrics.workers"))
     out = {}
     with atomic_dir(out_root) as tmp:
         for docs in results:

@@ -4,6 +4,9 @@ For a forget question the unlearned model fails, ask the same fact differently: 
 question (same view and form), the other view of the same pair (text <-> image), and the two
 other forms (generation / cloze / classification). Any probe answered correctly (strict
 matching) shows the fact is still in the model.
+
+No distractor of a probe's classification options can be scored as the answer: options are
+drawn from (or, when reused from the dataset, checked against) `rows.wrong_values`.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import pandas as pd
 
 from mmunlearn.data.qa import _subject, question
 from mmunlearn.data.schema import FORMS, LABEL, N_OPTIONS, PERSON, TITLE
+from mmunlearn.metrics.rows import differs, wrong_values
 
 PROBES = ("rephrased", "other_view", "generation", "cloze", "classification")
 
@@ -35,11 +39,22 @@ def rephrased_question(profile: dict, field: str, view: str, form: str) -> str:
     }[form]
 
 
-def _options(answer: str, pool: list[str], rng: np.random.Generator) -> list[str]:
-    others = [v for v in pool if v != answer]
+def _options(answer: str, pool: list[str], rng: np.random.Generator, what: str = "probe options") -> list[str]:
+    """The answer at a seeded position among up to N_OPTIONS - 1 seeded distractors that differ
+    from it under the scoring normaliser (`rows.wrong_values`)."""
+    others = wrong_values(answer, pool, what)
     picks = [others[i] for i in rng.choice(len(others), min(N_OPTIONS - 1, len(others)), replace=False)]
     picks.insert(int(rng.integers(len(picks) + 1)), answer)
     return picks
+
+
+def _checked_options(options, answer: str, pool: list[str], rng: np.random.Generator, what: str) -> list[str]:
+    """Dataset options reused by a probe, kept as they are when every distractor differs from the
+    answer under the scoring normaliser; otherwise redrawn by `_options`."""
+    options = [str(o) for o in options]
+    if all(o == answer or differs(o, answer) for o in options) and options.count(answer) == 1:
+        return options
+    return _options(answer, pool, rng, what)
 
 
 def probe_rows(failed: list[dict], forget_rows: list[dict], profiles: pd.DataFrame, pools: dict,
@@ -61,20 +76,24 @@ def probe_rows(failed: list[dict], forget_rows: list[dict], profiles: pd.DataFra
             return {**base, "qa_id": f"{row['qa_id']}~{kind}", "probe": kind, "source": row["qa_id"],
                     "view": view, "form": form, "question": text, "image": image, "options": options}
 
-        opts = list(row["options"]) if row["form"] == "classification" else []
+        answer, pool = str(row["answer"]), pools[(row["domain"], row["field"])]
+        what = f"probe options of {row['domain']}.{row['field']}"
+
+        def options_of(r: dict) -> list[str]:
+            return _checked_options(r["options"], answer, pool, rng, what) if r["form"] == "classification" else []
+
         out.append(make("rephrased", row["view"], row["form"],
-                        rephrased_question(profile, row["field"], row["view"], row["form"]), row["image"], opts))
+                        rephrased_question(profile, row["field"], row["view"], row["form"]), row["image"],
+                        options_of(row)))
         partner = [r for r in by_pair[row["pair_id"]] if r["view"] != row["view"]
                    and (r["view"] == "text") != (row["view"] == "text")]
         if partner:
             p = partner[0]
-            out.append(make("other_view", p["view"], p["form"], p["question"], p["image"],
-                            list(p["options"]) if p["form"] == "classification" else []))
+            out.append(make("other_view", p["view"], p["form"], p["question"], p["image"], options_of(p)))
         for form in FORMS:
             if form == row["form"]:
                 continue
-            options = (_options(str(row["answer"]), pools[(row["domain"], row["field"])], rng)
-                       if form == "classification" else [])
+            options = _options(answer, pool, rng, what) if form == "classification" else []
             out.append(make(form, row["view"], form, question(profile, row["field"], row["view"], form),
                             row["image"], options))
     return out

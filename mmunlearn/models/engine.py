@@ -20,8 +20,6 @@ model's; a batch without images gets the features of zero images (`arch.no_image
 from __future__ import annotations
 
 import inspect
-import re
-import string
 import threading
 import weakref
 from contextlib import contextmanager
@@ -803,19 +801,6 @@ def generate_per_sample(model, processor, rows: Sequence[dict], images: Callable
     return texts
 
 
-_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
-
-
-def normalize(text: str) -> str:
-    return " ".join(_PUNCT.sub(" ", str(text).lower()).split())
-
-
-def text_match(pred: str, gold: str) -> bool:
-    """Normalized exact or containment match (generation and cloze forms)."""
-    p, g = normalize(pred), normalize(gold)
-    return bool(g) and (p == g or f" {g} " in f" {p} ")
-
-
 @dataclass
 class Evaluation:
     """Per-row results in input order plus the raw scores of the answer pass."""
@@ -825,26 +810,20 @@ class Evaluation:
 
 
 def evaluate(model, processor, rows: Sequence[dict], images: Callable, batch_size: int = 64,
-             keep_dist: bool = False, hidden_layer: int = -2, with_generation: bool = False,
-             enc: Encoded | None = None, progress: bool = False) -> Evaluation:
-    """Accuracy per row: classification by option likelihood, other forms by teacher-forced exact
-    match (or, with generation, normalized exact/containment match of the greedy answer)."""
+             keep_dist: bool = False, hidden_layer: int = -2, enc: Encoded | None = None,
+             progress: bool = False) -> Evaluation:
+    """Per row, in input order: the greedy answer (decoded only where teacher forcing is not
+    exact), the chosen option, and `correct` by the one row definition (`metrics.rows.row_correct`)."""
+    from mmunlearn.metrics.rows import row_correct
+
     enc = enc if enc is not None else encode(processor, rows, images)
     s = score(model, enc, processor.tokenizer.pad_token_id, batch_size, keep_dist, hidden_layer, progress)
     choice = choose_options(model, processor, rows, images, batch_size, enc=enc)
+    texts = greedy_texts(model, processor, enc, s.exact, batch_size)
     frame = pd.DataFrame({"qa_id": [r["qa_id"] for r in rows], "form": [r["form"] for r in rows],
                           "view": [r["view"] for r in rows]})
-    correct = s.exact.copy()
-    for i, row in enumerate(rows):
-        if choice[i] >= 0:
-            correct[i] = list(row["options"])[choice[i]] == row["answer"]
-    if with_generation:
-        texts = greedy_texts(model, processor, enc, s.exact, batch_size)
-        frame["generated"] = texts
-        for i, row in enumerate(rows):
-            if choice[i] < 0:
-                correct[i] = text_match(texts[i], row["answer"])
-    frame["correct"] = correct
+    frame["generated"] = texts
+    frame["correct"] = row_correct(rows, choice, texts)
     frame["chosen_option"] = choice
     frame["logprob_sum"] = s.logprob_sum
     frame["logprob_mean"] = s.logprob_mean

@@ -15,6 +15,7 @@ from mmunlearn.data.splits import static_split_name
 from mmunlearn.io import atomic_dir, write_json
 from mmunlearn.models.train import TrainConfig, by_scale
 from mmunlearn.parallel import run_jobs
+from mmunlearn.params import runtime
 
 VIEWS_REPORTED = ("text", "vqa_masked", "vqa_full")
 
@@ -135,7 +136,7 @@ def train_oracles(params: dict, base_dir="models/base", data_dir="data", out_roo
     jobs = oracle_jobs(params, profiles)
     tasks = [(params, job, str(base_dir), str(data_dir), str(out_root)) for job in jobs]
     Path(out_root).mkdir(parents=True, exist_ok=True)
-    results = run_jobs(_oracle_worker, tasks, int(params["oracle"]["workers"]), per_job=True)
+    results = run_jobs(_oracle_worker, tasks, runtime(params, "oracle.workers"), per_job=True)
     metrics = {job["name"]: res for job, res in zip(jobs, results)}
     for job, res in zip(jobs, results):
         print(f"oracle {job['name']}: forget acc {res['forget_acc']} kept acc {res['kept_acc']} "

@@ -53,7 +53,7 @@ import pandas as pd
 import torch
 
 from mmunlearn.errors import UserError
-from mmunlearn.params import ParamError, _per_scale
+from mmunlearn.params import ParamError, _per_scale, runtime
 
 KEY = "unimodal.text"
 VARIANTS = ("icu", "fiu", "umu")
@@ -537,7 +537,7 @@ def _run_seed(lm, data: TextData, params: dict, cfg: dict, seed: int, progress: 
         out["baselines"] = []
     shared = {"lm": lm, "data": data, "ft": ft, "ref": ref, "params": params, "sv": sv, "seed": seed,
               "baselines": baselines}
-    # the settings side by side (`unimodal.text.workers`); each job seeds its own draws
+    # the settings side by side (`runtime.unimodal.text.workers`); each job seeds its own draws
     for res in run_jobs(_setting_job, list(enumerate(VARIANTS)), int(cfg["workers"]), per_job=True, shared=shared):
         out["rows"] += res["rows"]
         out["skipped"].update(res["skipped"])
@@ -622,6 +622,7 @@ def text_cfg(params: dict) -> dict:
     """The validated `unimodal.text` block (DEFAULT_CFG where params have none)."""
     block = (params.get("unimodal") or {}).get("text")
     cfg = copy.deepcopy(DEFAULT_CFG) if block is None else block
+    cfg = {**cfg, "workers": runtime(params, "unimodal.text.workers")}   # params.yaml: runtime section
     validate_cfg(cfg, params)
     return cfg
 
