@@ -2,8 +2,9 @@
 
 For each method and each learning rate of a grid, unlearn every variant (icu: all tasks in order;
 fiu / umu: the static split) from the fine-tuned model of a finished run, and print FA (forget
-rows) and RA (the fixed continual retain sample) beside the fine-tuned model's, so the smallest
-setting that forgets (FA drop >= --min-drop on every variant) can be read off with its RA cost.
+rows) and RA (the fixed continual retain sample) beside the fine-tuned model's, and stop at the
+smallest learning rate of the grid that forgets (FA drop >= --min-drop on every variant; `--all`
+runs the whole grid), so the calibrated default can be read off with its RA cost.
 
     python benchmarks/calibrate.py --methods ga,npo --lrs 3e-4,1e-3,3e-3 [--steps 10]
 
@@ -29,6 +30,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=0, help="steps per task; default: each method's own")
     ap.add_argument("--variants", default="icu,fiu,umu")
     ap.add_argument("--min-drop", type=float, default=0.2)
+    ap.add_argument("--all", action="store_true",
+                    help="run every learning rate; default: stop at the first that moves (the rule)")
     return ap.parse_args()
 
 
@@ -79,6 +82,8 @@ def main() -> int:
                     cells += [f"{fa:.3f}", f"{ra:.3f}"]
             print(f"| {m} | {block.get('lr', '-')} | {block.get('steps', '-')} | {' | '.join(cells)} | "
                   f"{'yes' if moved else 'no'} | {time.perf_counter() - t0:.0f} |", flush=True)
+            if moved and not args.all:
+                break
     return 0
 
 

@@ -288,12 +288,6 @@ def test_clusters_treat_undefined_tau_as_no_agreement():
     assert metric_clusters(tau, k=3) == [["FA", "RA"], ["MIA"], ["AD", "JS"]]
 
 
-def test_former_average_name_is_tau_b():
-    rows = tie_table()
-    for a, b in zip(tau_matrix(rows, "average"), tau_matrix(rows, "tau_b")):
-        assert np.array_equal(a, b, equal_nan=True)
-
-
 def test_kendall_taus_of_a_small_table():
     # two methods, one group: FA tied -> FA pairs undefined; RA .6 < .63 and AD 1.9 < 44.8 for
     # (ga, finetune_retain): oriented RA prefers finetune_retain, AD prefers ga -> tau -1

@@ -126,7 +126,7 @@ def test_identity_cues_differ_between_profiles(smoke_dataset):
 def test_same_params_byte_identical_and_parallel_equals_serial(smoke_dataset, tmp_path):
     root, params = smoke_dataset
     p = copy.deepcopy(params)
-    p["data"]["workers"] = 1
+    p["runtime"]["data"]["workers"] = 1
     assemble(p, root=tmp_path, progress=False)
     assert digest_tree(tmp_path) == digest_tree(root)
 

@@ -236,6 +236,31 @@ def test_random_labels_are_wrong():
     assert z - 1 < ce_f < z
 
 
+# ---- the shared metric functions -------------------------------------------------------------
+
+def test_attack_features_by_hand():
+    """The attack's features (`metrics.rows.mia_features`) of class distributions: max p,
+    -entropy = sum p log p (0 log 0 = 0), top1 - top2 margin."""
+    from mmunlearn.unimodal.cifar import attack_features
+
+    f = attack_features(np.array([[0.1, 0.7, 0.2], [0.0, 1.0, 0.0]]))
+    neg_entropy = 0.1 * math.log(0.1) + 0.7 * math.log(0.7) + 0.2 * math.log(0.2)
+    np.testing.assert_allclose(f, [[0.7, neg_entropy, 0.5], [1.0, 0.0, 1.0]], atol=1e-12)
+
+
+def test_mia_compares_every_forget_image_with_every_holdout_image(tiny):
+    """No pre-balancing: all 20 training images of the forgotten class (members) against all 6 test
+    images of the class; `mia_attack` balances the classes itself."""
+    from mmunlearn.unimodal.cifar import make_splits
+
+    data = load_cifar10(tiny[0])
+    ix = make_splits(data["train_y"], data["test_y"], "cifar10_class", tiny_cfg(), 0)
+    assert ix["forget"].tolist() == np.flatnonzero(data["train_y"] == 3).tolist()
+    assert ix["holdout"].tolist() == np.flatnonzero(data["test_y"] == 3).tolist()
+    ix = make_splits(data["train_y"], data["test_y"], "cifar10_random", tiny_cfg(), 0)
+    assert len(ix["forget"]) == 20 and ix["holdout"].tolist() == list(range(len(data["test_y"])))
+
+
 # ---- the branch ------------------------------------------------------------------------------
 
 def test_rows(seed0):

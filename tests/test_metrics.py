@@ -329,7 +329,7 @@ def test_kr_min_gap_and_mia_draws_params_are_validated(base_params):
 
     from mmunlearn.params import ParamError, validate
 
-    assert base_params["metrics"]["kr_min_gap"] == 0.1 and base_params["metrics"]["mia_draws"] == 10
+    assert base_params["metrics"]["kr_min_gap"] == 0.2 and base_params["metrics"]["mia_draws"] == 10
     for key, bad in (("kr_min_gap", 0.0), ("kr_min_gap", 1.0), ("kr_min_gap", "x"), ("mia_draws", 0)):
         p = copy.deepcopy(base_params)
         p["metrics"][key] = bad
@@ -562,6 +562,6 @@ def test_relearn_kr_on_a_tiny_model(smoke_dataset, tmp_path):
     own = dict(zip(unlearned.frame.qa_id, unlearned.frame.correct))
     none = relearn_kr(ev, copy.deepcopy(model), unlearned, forget, own, 0, None)
     assert none["kr"] is None and none["kr_vs_oracle"] is None
-    assert none["kr_reason"] == "FA_finetuned - FA_unlearned = 0 < metrics.kr_min_gap 0.1"
+    assert none["kr_reason"] == "FA_finetuned - FA_unlearned = 0 < metrics.kr_min_gap 0.2"
     assert none["fa_unlearned"] == none["fa_finetuned"] and none["fa_relearned"] is None  # not relearned
     json.dumps(out)

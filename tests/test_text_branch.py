@@ -1,11 +1,15 @@
 """Text-only unimodal branch with the real tiny model: a base built by the library from the smoke
-dataset, its language model taken out, the branch's rows, memorisation, oracles, determinism."""
+dataset, its language model taken out, rows scored as the main evaluator scores them, the branch's
+rows, memorisation, oracles, determinism."""
 from __future__ import annotations
 
 import copy
 import json
 import math
+import shutil
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -61,6 +65,48 @@ def test_block_defaults_and_scale_values(base_params):
                      "unlearn_batch": params["unlearn"]["batch_size"], "max_steps": None, "eval_retain": None}
     with pytest.raises(ParamError, match="methods"):
         text_cfg({**params, "methods": ["ga"]})
+
+
+# ---- the main evaluator's row metrics (no model) -----------------------------------------------------
+
+def _scores(n: int, seed: int):
+    """Engine scores of `n` rows with seeded per-row MIA features and 3 answer tokens each."""
+    from mmunlearn.models.engine import Scores
+
+    rng = np.random.default_rng(seed)
+    tok = [rng.normal(-1.0, 0.5, 3) for _ in range(n)]
+    return Scores(logprob_sum=np.array([t.sum() for t in tok]), n_tokens=np.full(n, 3), exact=np.zeros(n, bool),
+                  max_prob=rng.uniform(0.2, 1.0, n), neg_entropy=-rng.uniform(0.0, 2.0, n),
+                  margin=rng.uniform(0.0, 0.8, n), hidden=np.zeros((n, 0), np.float32), token_logprobs=tok,
+                  token_zpp=[2 * t for t in tok], token_ids=[np.arange(3)] * n)
+
+
+def test_fa_ra_mia_come_from_the_main_row_definition_and_attack(base_params):
+    """FA by `metrics.rows.row_correct` of the greedy answers and chosen options (containment
+    counts, a sign does not; teacher-forced exact match, all False here, plays no part) and MIA by
+    the main evaluator's `mia_metrics`: the same values from the same rows, choices and scores."""
+    from mmunlearn.metrics import mia_attack, mia_features, row_correct
+    from mmunlearn.metrics.evaluate import mia_metrics
+    from mmunlearn.models.engine import Evaluation
+
+    opts = ["O+", "A+", "B-", "AB+"]
+    rows = [{"form": "generation", "answer": "Dr. Ana Ruiz", "options": None},
+            {"form": "cloze", "answer": "A+", "options": None},
+            {"form": "classification", "answer": "A+", "options": opts},
+            {"form": "classification", "answer": "A+", "options": opts}]
+    chosen, generated = [-1, -1, 1, 2], ["It was dr ana ruiz.", "A-", "", ""]
+    forget = Evaluation(pd.DataFrame({"correct": row_correct(rows, chosen, generated)}), _scores(4, 0))
+    retain = Evaluation(pd.DataFrame({"correct": row_correct(rows[:2], [-1, -1], ["Ana Ruiz", "a+"])}), _scores(2, 1))
+    holdout, cfg = _scores(12, 2), base_params["metrics"]
+    got = text.headline(forget, retain, holdout, rows, [{"answer": "x"}] * 12, cfg, 7)
+    # forget: [gold contained: yes, sign differs: no, option 1: yes, option 2: no];
+    # retain: [gold not contained in a shorter answer: no, case only: yes]
+    assert got["FA"] == 0.5 and got["RA"] == 0.5
+    feats = [mia_features(s.max_prob, s.neg_entropy, s.margin) for s in (forget.scores, holdout)]
+    attack = mia_attack(*feats, folds=cfg["mia_folds"], seed=7, draws=cfg["mia_draws"])
+    assert got["MIA"] == pytest.approx(attack["member_rate"], abs=1e-6)
+    main = mia_metrics(forget.scores, holdout, [r["answer"] for r in rows], ["x"] * 12, cfg, 7)
+    assert got["MIA"] == main["member_rate"]
 
 
 # ---- with the tiny model ----------------------------------------------------------------------------
@@ -120,6 +166,40 @@ def test_a_causal_lm_checkpoint_directory_loads_offline(tiny, text_rows, tmp_pat
     prompts.tokenizer.chat_template = None   # no template: "Question: ...\nAnswer:"
     plain = text.TextPrompts(prompts.tokenizer)
     assert prompt(plain, text_rows[0]) == f"Question: {text_rows[0]['question']}\nAnswer:"
+
+
+def _vlm_holding(vlm, lm):
+    """A copy of `vlm` whose decoder and LM head carry the weights of the causal LM `lm`."""
+    out = copy.deepcopy(vlm)
+    out.get_decoder().load_state_dict(lm.get_decoder().state_dict())
+    out.get_output_embeddings().load_state_dict(lm.get_output_embeddings().state_dict())
+    return out.eval()
+
+
+@pytest.mark.slow
+def test_rows_are_scored_as_the_main_evaluator_scores_them(tiny, tmp_path):
+    """FA, RA and MIA of the text branch (`Scorer.headline`: the fine-tuned language model alone)
+    equal the main evaluator's (`metrics.evaluate.evaluate_model`: the VLM holding the same
+    weights) on the same text rows: one definition of each metric on both sides of finding 2."""
+    from mmunlearn.metrics.evaluate import Evaluator, evaluate_model
+    from mmunlearn.models.vlm import load_vlm
+
+    data_dir, base_dir, params = tiny
+    qa, profiles = pd.read_parquet(data_dir / "qa.parquet"), pd.read_parquet(data_dir / "profiles.parquet")
+    (tmp_path / "data").mkdir()
+    qa[qa.view == "text"].to_parquet(tmp_path / "data" / "qa.parquet")
+    shutil.copy(data_dir / "profiles.parquet", tmp_path / "data" / "profiles.parquet")
+    vlm, processor = load_vlm(base_dir)
+    data = text.TextData(qa, profiles, processor, params)
+    ft = text.train_lora(text.language_model(vlm), data.split("forget"), data.pad, params, 4, 8, seed=0)
+    lm = text.merged(ft)   # knows part of the forget rows only
+    ev, main = Evaluator(params, base_dir=base_dir, data_dir=tmp_path / "data"), {}
+    for variant in ("icu", "fiu"):
+        main[variant] = evaluate_model(ev, _vlm_holding(vlm, lm), variant, 3, kr=False)
+        ours = text.Scorer(data, params, 3).headline(lm, data.setting(variant, 3, eval_retain=None))
+        assert ours == pytest.approx({k: main[variant][k] for k in ("FA", "RA", "MIA")}, abs=1e-6), variant
+    icu = main["icu"]   # trained on its forget rows, never on retain: the rows differ
+    assert icu["FA"] >= icu["RA"] + 0.2 and icu["mia"]["attack_draws"] == params["metrics"]["mia_draws"]
 
 
 @pytest.fixture(scope="module")

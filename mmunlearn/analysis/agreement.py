@@ -27,16 +27,11 @@ def _quiet(fn, *args, **kw):
         return fn(*args, **kw)
 
 
-# `average` was the former name of `tau_b`: averaged ranks give the same tau-b, NaN when constant
-_ALIASES = {"average": "tau_b"}
-
-
 def tie_rule(ties: str) -> str:
     """The tie rule `ties` names (`tau_b` or `ordinal`); UserError for any other value."""
-    rule = _ALIASES.get(ties, ties)
-    if rule not in TIES:
+    if ties not in TIES:
         raise UserError(f"ties: unknown tie rule {ties!r} (one of {', '.join(TIES)})")
-    return rule
+    return ties
 
 
 def group_label(dataset, seed) -> str:

@@ -40,8 +40,8 @@ def tau_pairs(analysis: dict) -> dict:
 
 def blip2_summary(analysis: dict, rows: list[dict] | None = None) -> dict:
     """Cross-architecture summary in the released shape: Kendall tau of the oriented method
-    rankings by FA, RA and AD over the branch's rows (ties averaged, so a pair with a tied metric
-    is undefined: null), the main run's taus for reference, and whether the contradiction
+    rankings by FA, RA and AD over the branch's rows (tie-aware tau-b, so a pair with a constant
+    metric is undefined: null), the main run's taus for reference, and whether the contradiction
     replicates (the primary pair's tau is negative; RA-AD is primary when FA is tied)."""
     ref = tau_pairs(analysis)
     if not rows:
@@ -56,7 +56,7 @@ def blip2_summary(analysis: dict, rows: list[dict] | None = None) -> dict:
 
     frame = pd.DataFrame(rows)
     names = ("FA", "RA", "AD")
-    tau, _ = tau_matrix(frame, ties="average", metrics=names)
+    tau, _ = tau_matrix(frame, ties="tau_b", metrics=names)
     taus = {f"{a}_{b}": (None if num(tau[names.index(a), names.index(b)]) is None
                          else round(float(tau[names.index(a), names.index(b)]), 4)) for a, b in PAIRS}
     fa_tied = bool(any(g["FA"].duplicated().any() for _, g in frame.groupby(["dataset", "seed"])))
@@ -66,8 +66,8 @@ def blip2_summary(analysis: dict, rows: list[dict] | None = None) -> dict:
     model = ", ".join(sorted({str(r.get("model", "")) for r in rows}))
     methods = sorted({r["method"] for r in rows})
     note = (f"{len(methods)}-method minimal validation on {model} ({', '.join(methods)}; datasets "
-            f"{', '.join(sorted({str(r['dataset']) for r in rows}))}). Taus use averaged ranks: a pair with a tied "
-            f"metric is undefined (null). " +
+            f"{', '.join(sorted({str(r['dataset']) for r in rows}))}). Taus are tie-aware (tau-b): a pair with a "
+            f"constant metric is undefined (null). " +
             ("No primary pair is defined (FA and RA tied)." if primary is None else
              f"Primary signal: tau({primary}) = {primary_tau}; contradiction "
              f"{'replicated' if replicated else 'not replicated'} (output-surface metric vs oracle-alignment AD)."))

@@ -3,6 +3,12 @@
 Hooks, all optional: `forget_answers` (targets that replace the true forget answers: refusals,
 random labels), `begin_task` (masks computed once per task), `step` (methods with their own
 update rule) and `run_task` (methods with no gradient step at all).
+
+Masked methods (SalUn, MMUnlearner's ascent steps) put their mask in `ctx.state["grad_mask"]` and
+update through `Method.masked_update`, the one place where "weights outside the mask do not change"
+is enforced: gradients outside it are zeroed, and after the optimizer step the weights outside it
+are restored bit for bit, whatever state the optimizer carries (the runner keeps one AdamW over
+all continual tasks, whose momentum would otherwise keep moving weights with zero gradient).
 """
 from __future__ import annotations
 
@@ -33,8 +39,11 @@ class Context:
     accelerator: Any
     rng: np.random.Generator
     forget_batches: Any             # callable -> next forget batch
-    retain_batches: Any             # callable -> next retain batch
+    retain_batches: Any             # callable(n=batch size) -> next retain batch (of n rows)
     forget_rows: list[dict] = field(default_factory=list)
+    # callable -> the task's whole forget set with its true answers, as batches in order (masks
+    # computed over the full set); None where a caller has none to give
+    forget_set: Any = None
     retain_rows: list[dict] = field(default_factory=list)
     state: dict = field(default_factory=dict)   # per-task method state (masks, ...)
 
@@ -75,16 +84,38 @@ class Method:
         ctx.optimizer.zero_grad(set_to_none=True)
         loss = self.loss(ctx, forget, retain)
         ctx.accelerator.backward(loss)
-        self.mask_gradients(ctx)
-        ctx.optimizer.step()
+        self.masked_update(ctx)
         return {"loss": float(loss.detach())}
 
-    def mask_gradients(self, ctx: Context) -> None:
+    def mask_gradients(self, ctx: Context, mask: dict[str, torch.Tensor]) -> None:
+        """Zero the gradients outside `mask` ({name: bool tensor}; a trainable tensor it does not
+        name is outside it whole), so the optimizer's moments gather only in-mask gradients."""
+        for n, p in trainable(ctx.model).items():
+            if p.grad is not None:
+                m = mask.get(n)
+                if m is None:
+                    p.grad.zero_()
+                else:
+                    p.grad.masked_fill_(~m, 0)
+
+    def masked_update(self, ctx: Context) -> None:
+        """`ctx.optimizer.step()` that changes only the weights inside the task's mask
+        (`ctx.state["grad_mask"]`; no mask = a plain step). Zeroed gradients are not enough: Adam's
+        moments from earlier steps and tasks, or weight decay, move weights whose gradient is zero.
+        So the weights outside the mask are copied before the step and put back after it: they
+        stay bit-identical by construction, for any optimizer."""
         mask = ctx.state.get("grad_mask")
-        if mask:
-            for n, p in trainable(ctx.model).items():
-                if p.grad is not None:
-                    p.grad.mul_(mask[n])
+        if not mask:
+            ctx.optimizer.step()
+            return
+        self.mask_gradients(ctx, mask)
+        params = trainable(ctx.model)
+        kept = {n: p.detach().clone() for n, p in params.items()}
+        ctx.optimizer.step()
+        with torch.no_grad():
+            for n, p in params.items():
+                m = mask.get(n)
+                p.copy_(kept[n] if m is None else torch.where(m, p, kept[n]))
 
     run_task = None  # a method without gradient steps sets this to a callable(ctx, method)
 

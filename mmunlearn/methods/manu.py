@@ -1,22 +1,27 @@
 """MANU: prune the neurons most specific to the forget set; no gradient step.
 
-For every MLP neuron (input channels of the MLP output projections `fc2` / `down_proj` of the
-vision encoder and of the language model, located with `arch.model_parts`: LLaVA's vision_tower
-and language_model, BLIP-2's vision_model and language_model; the projector, BLIP-2's Q-Former
-included, is left alone), importance statistics on forget and on retain activations: mean |a|,
-activation frequency (share of tokens with a > 0), std and rms. Score
+For every MLP neuron on the model's path (input channels of the MLP output projections `fc2` /
+`down_proj` of the vision encoder and of the language model, located with `arch.model_parts`:
+LLaVA's vision_tower and language_model, BLIP-2's vision_model and language_model; the projector,
+BLIP-2's Q-Former included, is left alone; vision layers after LLaVA's `vision_feature_layer`
+feed nothing and are no candidates), importance statistics on forget and on retain activations
+over real tokens (padding excluded): mean |a|, activation frequency (share of tokens with a > 0),
+std and rms. Score
 S = sum_m w_m (I_m^f / (I_m^r + eps) - 1); the top-k % neurons by S are zeroed (their column of
 the effective output weight), cumulatively over continual tasks.
 """
 from __future__ import annotations
 
+import re
+
 import torch
 
 from mmunlearn.methods.base import Method, register
-from mmunlearn.models.arch import in_part, require_parts
+from mmunlearn.models.arch import in_part, model_parts, require_parts, unwrap
 
 STATS = ("mean_abs", "frequency", "std", "rms")
 PRUNABLE = ("fc2", "down_proj")
+LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
 PEFT_PREFIX = "base_model.model."
@@ -25,11 +30,36 @@ PEFT_PREFIX = "base_model.model."
 def mlp_outputs(model) -> dict[str, torch.nn.Module]:
     """The MLP output projections of the vision and language parts whose input channels are the
     neurons, by name in the underlying transformers model (the same with or without a peft
-    wrapper); a model without both parts is refused with a clear error."""
+    wrapper), on the model's path only (`vision_layers_used`: no pruning budget is spent on a vision
+    layer whose output nothing reads); a model without both parts is refused with a clear error."""
     parts = require_parts(model, "manu", ("vision", "language"))
     roots = parts["vision"] + parts["language"]
+    used = vision_layers_used(model)
+
+    def on_path(name: str) -> bool:
+        layer = layer_index(name)
+        return used is None or layer is None or layer < used or not in_part(name, parts["vision"])
     return {n: m for n, m in named_modules(model).items()
-            if n.rsplit(".", 1)[-1] in PRUNABLE and hasattr(m, "in_features") and in_part(n, roots)}
+            if n.rsplit(".", 1)[-1] in PRUNABLE and hasattr(m, "in_features") and in_part(n, roots) and on_path(n)}
+
+
+def vision_layers_used(model) -> int | None:
+    """How many vision encoder layers feed the output, where the config says so: LLaVA-style models
+    read the image features from hidden state `vision_feature_layer` (one index or a list; state 0
+    = the embeddings, state i = the output of layer i - 1), so with LLaVA's -2 the last layer's
+    output is never read and its neurons cannot matter. None = every layer (BLIP-2, Qwen2-VL)."""
+    config = getattr(unwrap(model), "config", None)
+    feature = getattr(config, "vision_feature_layer", None)
+    if feature is None:
+        return None
+    states = int(config.vision_config.num_hidden_layers) + 1
+    return max(int(i) % states for i in ([feature] if isinstance(feature, int) else feature))
+
+
+def layer_index(name: str) -> int | None:
+    """The encoder layer of a module name (`...layers.<i>....`), None for a name outside layers."""
+    found = LAYER.search(name)
+    return int(found.group(1)) if found else None
 
 
 def named_modules(model) -> dict[str, torch.nn.Module]:
@@ -39,14 +69,19 @@ def named_modules(model) -> dict[str, torch.nn.Module]:
 
 @torch.no_grad()
 def neuron_stats(model, batches, modules: dict[str, torch.nn.Module]) -> dict[str, dict[str, torch.Tensor]]:
-    """Per module: {stat: [n_neurons]} over all tokens of `batches`."""
+    """Per module: {stat: [n_neurons]} over the real tokens of `batches`: in the language model
+    the positions of the batch's attention mask (padding never counts, so the statistics do not
+    depend on how rows are padded), in the vision part every position (all image patches are
+    real)."""
     from mmunlearn.models.scoring import model_inputs
 
+    language = {n for n in modules if in_part(n, model_parts(model)["language"])}
     acc = {n: {"n": 0, "abs": 0, "pos": 0, "sum": 0, "sq": 0} for n in modules}
+    batch_mask: dict[str, torch.Tensor] = {}
     hooks = []
     for name, mod in modules.items():
         def hook(_m, inputs, name=name):
-            a = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
+            a = real_tokens(name, inputs[0].detach().float(), batch_mask["valid"] if name in language else None)
             s = acc[name]
             s["n"] += a.shape[0]
             s["abs"] += a.abs().sum(0)
@@ -56,17 +91,30 @@ def neuron_stats(model, batches, modules: dict[str, torch.nn.Module]) -> dict[st
         hooks.append(mod.register_forward_pre_hook(hook))
     try:
         for batch in batches:
+            batch_mask["valid"] = batch["attention_mask"].bool()
             model(**model_inputs(batch, model))
     finally:
         for h in hooks:
             h.remove()
-    out = {}
-    for name, s in acc.items():
-        n = max(1, s["n"])
-        mean, meansq = s["sum"] / n, s["sq"] / n
-        out[name] = {"mean_abs": s["abs"] / n, "frequency": s["pos"] / n,
-                     "std": (meansq - mean ** 2).clamp(min=0).sqrt(), "rms": meansq.sqrt()}
-    return out
+    return {name: summarise(s) for name, s in acc.items()}
+
+
+def real_tokens(name: str, a: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """[tokens, neurons]: the activations at the `valid` positions ([batch, seq]), or all of them."""
+    if valid is None:
+        return a.reshape(-1, a.shape[-1])
+    if tuple(a.shape[:-1]) != tuple(valid.shape):
+        raise ValueError(f"manu: {name} sees activations of shape {tuple(a.shape)}, not one per token of the "
+                         f"batch's attention mask {tuple(valid.shape)}")
+    return a[valid.to(a.device)]
+
+
+def summarise(s: dict) -> dict[str, torch.Tensor]:
+    """mean |a|, frequency of a > 0, std and rms from the running sums of one module."""
+    n = max(1, s["n"])
+    mean, meansq = s["sum"] / n, s["sq"] / n
+    return {"mean_abs": s["abs"] / n, "frequency": s["pos"] / n,
+            "std": (meansq - mean ** 2).clamp(min=0).sqrt(), "rms": meansq.sqrt()}
 
 
 def importance_scores(forget: dict, retain: dict, weights, eps: float) -> dict[str, torch.Tensor]:

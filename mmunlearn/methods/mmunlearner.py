@@ -1,26 +1,39 @@
-"""MMUnlearner: Fisher diagonals F = E[(grad NLL)^2] on forget and preserve (retain) sets; mask
-M = 1[F_f / F_p >= tau]; alternate masked gradient-ascent steps on forget with unmasked NLL steps
-on retain (separate optimiser states, so unmasked weights never move in an ascent step)."""
+"""MMUnlearner: Fisher diagonals F = E[(grad NLL)^2] on the forget and preserve (retain) sets;
+mask M = 1[F_f / F_p >= tau]; masked gradient-ascent steps on forget alternate with unmasked NLL
+steps on retain, both through the one optimizer.
+
+As in the authors' code (github.com/Z1zs/MMUnlearner, `baselines/MLLMU_manifold.py`; Fisher in
+`data_process/SFRon.py`): only the ascent gradient is masked, the retain step updates every weight,
+one AdamW serves both, and the Fisher diagonals average the squared gradients of per-batch mean
+losses over the whole forget set and a preserve set. Here the preserve set is a retain sample of
+the same size, in batches of the same sizes (so both diagonals have the same per-batch scale), and
+the ascent steps go through `Method.masked_update`: an ascent step leaves every weight outside the
+mask bit-identical, whatever Adam carries from retain steps and earlier tasks.
+"""
 import torch
 
 from mmunlearn.methods.base import Method, nll_of, register, trainable
 
 
-def fisher_diagonal(ctx, batches) -> dict[str, torch.Tensor]:
+def fisher_diagonal(ctx, batches: list[dict]) -> dict[str, torch.Tensor]:
+    """sum_b (n_b / N) (grad NLL_b)^2 per trainable weight: the squared gradient of each batch's
+    mean NLL, weighted by the batch's share N of the rows."""
     params = trainable(ctx.model)
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    total = sum(len(b["input_ids"]) for b in batches)
     for batch in batches:
         ctx.model.zero_grad(set_to_none=True)
         ctx.accelerator.backward(nll_of(ctx.model, batch))
         for n, p in params.items():
             if p.grad is not None:
-                fisher[n] += p.grad.detach() ** 2
+                fisher[n] += p.grad.detach() ** 2 * (len(batch["input_ids"]) / total)
     ctx.model.zero_grad(set_to_none=True)
-    return {n: f / max(1, len(batches)) for n, f in fisher.items()}
+    return fisher
 
 
 def fisher_mask(f_forget: dict, f_preserve: dict, tau: float, eps: float = 1e-12) -> dict[str, torch.Tensor]:
-    return {n: (f_forget[n] / (f_preserve[n] + eps) >= tau).float() for n in f_forget}
+    """True where F_f / (F_p + eps) >= tau."""
+    return {n: f_forget[n] / (f_preserve[n] + eps) >= tau for n in f_forget}
 
 
 @register
@@ -28,25 +41,31 @@ class MMUnlearner(Method):
     name = "mmunlearner"
 
     def begin_task(self, ctx):
-        ff = fisher_diagonal(ctx, [ctx.forget_batches() for _ in range(2)])
-        fp = fisher_diagonal(ctx, [ctx.retain_batches() for _ in range(2)])
-        ctx.state["ascent_mask"] = fisher_mask(ff, fp, float(self.cfg["tau"]))
-        params = list(trainable(ctx.model).values())
-        ctx.state["ascent_optimizer"] = ctx.accelerator.prepare(
-            torch.optim.AdamW(params, lr=float(self.cfg["lr"]), weight_decay=0.0))
+        """The task's mask from the whole forget set and an equal-size retain sample."""
+        if ctx.forget_set is None:
+            raise ValueError("mmunlearner: the context has no forget_set (the task's whole forget set)")
+        forget = ctx.forget_set()
+        retain = [ctx.retain_batches(len(b["input_ids"])) for b in forget]
+        ctx.state["grad_mask"] = fisher_mask(fisher_diagonal(ctx, forget), fisher_diagonal(ctx, retain),
+                                             float(self.cfg["tau"]))
 
     def step(self, ctx):
-        opt = ctx.state["ascent_optimizer"]
-        opt.zero_grad(set_to_none=True)
-        forget_loss = -nll_of(ctx.model, ctx.forget_batches())
-        ctx.accelerator.backward(forget_loss)
-        mask = ctx.state["ascent_mask"]
-        for n, p in trainable(ctx.model).items():
-            if p.grad is not None:
-                p.grad.mul_(mask[n])
-        opt.step()
+        forget_loss = self.ascent_step(ctx)
+        retain_loss = self.retain_step(ctx)
+        return {"loss": forget_loss + retain_loss}
+
+    def ascent_step(self, ctx) -> float:
+        """Gradient ascent on a forget batch, inside the mask only."""
         ctx.optimizer.zero_grad(set_to_none=True)
-        retain_loss = nll_of(ctx.model, ctx.retain_batches())
-        ctx.accelerator.backward(retain_loss)
+        loss = -nll_of(ctx.model, ctx.forget_batches())
+        ctx.accelerator.backward(loss)
+        self.masked_update(ctx)
+        return float(loss.detach())
+
+    def retain_step(self, ctx) -> float:
+        """NLL descent on a retain batch, every weight (unmasked, as in the paper's code)."""
+        ctx.optimizer.zero_grad(set_to_none=True)
+        loss = nll_of(ctx.model, ctx.retain_batches())
+        ctx.accelerator.backward(loss)
         ctx.optimizer.step()
-        return {"loss": float(forget_loss.detach() + retain_loss.detach())}
+        return float(loss.detach())

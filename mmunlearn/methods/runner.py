@@ -48,13 +48,23 @@ class Sampler:
         self.enc, self.pad_id, self.bs, self.rng = enc, pad_id, batch_size, rng
         self.order: list[int] = []
 
-    def __call__(self) -> dict:
+    def __call__(self, n: int | None = None) -> dict:
+        """The next batch of `n` sequences (default: the batch size)."""
         from mmunlearn.models.encode import collate
 
-        if len(self.order) < min(self.bs, len(self.enc)):
+        n = self.bs if n is None else int(n)
+        if len(self.order) < min(n, len(self.enc)):
             self.order += [int(i) for i in self.rng.permutation(len(self.enc))]
-        idx, self.order = self.order[:self.bs], self.order[self.bs:]
+        idx, self.order = self.order[:n], self.order[n:]
         return collate(self.enc, idx, self.pad_id)
+
+    def every(self) -> list[dict]:
+        """Every sequence once, in order, in batches of the batch size (no draw from the rng):
+        statistics over a whole set, such as the masks of SalUn and MMUnlearner."""
+        from mmunlearn.models.encode import collate
+
+        return [collate(self.enc, list(range(s, min(s + self.bs, len(self.enc)))), self.pad_id)
+                for s in range(0, len(self.enc), self.bs)]
 
 
 @dataclass
@@ -98,7 +108,8 @@ class Unlearner:
     def task(self, rows: list[dict], enc, steps: int) -> None:
         """Unlearn one forget set (`rows`, encoded with their true answers as `enc`): the method's
         targets (`forget_answers`: refusals, random labels) replace the answers, a batch of the
-        true ones is kept in `state["true_forget_batch"]`, then `Method.unlearn_task`."""
+        true ones is kept in `state["true_forget_batch"]` and all of them are `ctx.forget_set`, then
+        `Method.unlearn_task`."""
         from mmunlearn.models.encode import retarget
 
         pad, bs = self.tokenizer.pad_token_id, self.batch_size
@@ -107,7 +118,7 @@ class Unlearner:
         self.state["true_forget_batch"] = Sampler(enc, pad, bs, self.rng)()
         ctx = Context(model=self.model, ref=self.ref, optimizer=self.optimizer, accelerator=self.accelerator,
                       rng=self.rng, forget_batches=forget, retain_batches=self.retain, forget_rows=rows,
-                      retain_rows=self.retain_rows, state=self.state)
+                      retain_rows=self.retain_rows, state=self.state, forget_set=Sampler(enc, pad, bs, self.rng).every)
         self.method.unlearn_task(ctx, steps)
 
     def finish(self) -> dict:

@@ -8,9 +8,12 @@ ORACLE is retrained from the same initial weights on the retain set only, and ev
 AdamW for `unlearn.steps` steps (the same forget / retain batches for every method). Each
 unlearned model gives one row of the released results format (SPEC section 8):
 
-- FA / RA: accuracy on the forget images / a fixed subsample (`eval_retain`) of the retain images;
-- MIA: `mia_attack` member rate on (max p, -entropy, top1-top2 margin), forget = members,
-  test images (of the forgotten class in the class setting) = non-members, equal counts;
+- FA / RA: `metrics.accuracy` on the forget images / a fixed subsample (`eval_retain`) of the
+  retain images;
+- MIA: the member rate of the main evaluator's attack (`metrics.mia_attack`, class-balanced) on
+  `metrics.rows.mia_features` (max p, -entropy, top1-top2 margin of the class distribution: a
+  prediction is a one-token answer), every forget image = members, every test image (of the
+  forgotten class in the class setting) = non-members;
 - AD: `activation_distance` of the penultimate (first linear layer, post-ReLU) features vs the
   oracle on the forget images; JS: `js_divergence` of the class distributions vs the oracle on the
   forget images (one position per sample);
@@ -270,9 +273,9 @@ def predict(model: nn.Module, x: torch.Tensor, batch: int = 1000) -> tuple[np.nd
 # ---- splits and metrics ----------------------------------------------------------------------
 
 def make_splits(train_y: np.ndarray, test_y: np.ndarray, setting: str, cfg: dict, seed: int) -> dict:
-    """Index arrays: forget / retain (training set), retain_eval (RA subsample), and the balanced
-    MIA sets mia_members (forget) / mia_nonmembers (test; of the forgotten class for the class
-    setting)."""
+    """Index arrays: forget / retain (training set), retain_eval (RA subsample), and holdout (test
+    images, of the forgotten class for the class setting): the MIA non-members, the forget images
+    being the members (`mia_attack` balances the two classes itself)."""
     rng = _rng(seed, 2, SETTINGS.index(setting))
     n = len(train_y)
     if setting == "cifar10_class":
@@ -291,20 +294,19 @@ def make_splits(train_y: np.ndarray, test_y: np.ndarray, setting: str, cfg: dict
                         f"training images; need at least 2 of each")
     if len(pool) < 2:
         raise UserError(f"cifar10 {setting}: {what} has {len(pool)} test images; the MIA needs at least 2")
-    m = min(len(forget), len(pool))
-    members = np.sort(rng.choice(forget, m, replace=False))
-    nonmembers = np.sort(rng.choice(pool, m, replace=False))
     retain_eval = np.sort(rng.choice(retain, min(int(cfg["eval_retain"]), len(retain)), replace=False))
-    return {"forget": forget, "retain": retain, "retain_eval": retain_eval,
-            "mia_members": members, "mia_nonmembers": nonmembers}
+    return {"forget": forget, "retain": retain, "retain_eval": retain_eval, "holdout": pool}
 
 
-def mia_features(probs: np.ndarray) -> np.ndarray:
-    """[N, 3]: max p, -entropy (sum p log p, 0 log 0 = 0), top1 - top2 margin."""
+def attack_features(probs: np.ndarray) -> np.ndarray:
+    """[N, 3] features of the paper's attack (`metrics.rows.mia_features`) from class
+    probabilities [N, C]: max p, -entropy (sum p log p, 0 log 0 = 0), top1 - top2 margin."""
     from scipy.special import xlogy
 
+    from mmunlearn.metrics import mia_features
+
     top = np.sort(probs, axis=1)
-    return np.stack([top[:, -1], xlogy(probs, probs).sum(1), top[:, -1] - top[:, -2]], axis=1)
+    return mia_features(top[:, -1], xlogy(probs, probs).sum(1), top[:, -1] - top[:, -2])
 
 
 def _value(name: str, v: Any) -> float:
@@ -319,7 +321,7 @@ def evaluate(model: nn.Module, oracle_out: dict, oracle: nn.Module, sets: dict, 
                                    oracle_distance)
 
     out = model_outputs(model, sets)
-    mia = mia_attack(mia_features(out["members"]), mia_features(out["nonmembers"]), seed=seed)
+    mia = mia_attack(attack_features(out["forget_probs"]), attack_features(out["holdout_probs"]), seed=seed)
     weights = dict(model.named_parameters())
     return {
         "FA": _value("FA", accuracy(out["forget_probs"].argmax(1) == sets["y_forget"])),
@@ -335,9 +337,8 @@ def evaluate(model: nn.Module, oracle_out: dict, oracle: nn.Module, sets: dict, 
 def model_outputs(model: nn.Module, sets: dict) -> dict:
     fp, ff = predict(model, sets["x_forget"])
     rp, _ = predict(model, sets["x_retain_eval"])
-    mp, _ = predict(model, sets["x_members"])
-    np_, _ = predict(model, sets["x_nonmembers"])
-    return {"forget_probs": fp, "forget_feats": ff, "retain_probs": rp, "members": mp, "nonmembers": np_}
+    hp, _ = predict(model, sets["x_holdout"])
+    return {"forget_probs": fp, "forget_feats": ff, "retain_probs": rp, "holdout_probs": hp}
 
 
 # ---- the branch --------------------------------------------------------------------------------
@@ -395,8 +396,7 @@ def _run_seed(data: dict, cfg: dict, seed: int, progress: Any) -> dict:
             "x_forget": x_all[f], "y_forget": train_y[ix["forget"]],
             "x_retain_eval": x_all[torch.from_numpy(ix["retain_eval"])],
             "y_retain_eval": train_y[ix["retain_eval"]],
-            "x_members": x_all[torch.from_numpy(ix["mia_members"])],
-            "x_nonmembers": to_tensor(data["test_x"][ix["mia_nonmembers"]]),
+            "x_holdout": to_tensor(data["test_x"][ix["holdout"]]),
         }
         oracle = train_classifier(copy.deepcopy(init), x_all[r], y_all[r], cfg, _rng(seed, 3, s_i))
         tick(f"{setting} oracle")

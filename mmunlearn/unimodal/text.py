@@ -1,6 +1,6 @@
 """Text-only unimodal branch: the private profiles' `text`-view questions asked to a language model
-alone, unlearned with the section 6 methods and scored like the multimodal runs (finding 2 of
-SPEC 8 compares metric agreement here and there).
+alone, fine-tuned, unlearned and scored by the main pipeline's own code, so that finding 2 of SPEC 8
+(metric agreement here vs in the multimodal runs) compares metrics defined alike.
 
 Model: by default the language model of the base VLM (`models/base`): a causal LM of the VLM's
 text config holding the VLM's own decoder and LM head (its logits equal the VLM's on text-only
@@ -11,36 +11,32 @@ on (`models.encode`). `unimodal.text.model` may name any local causal-LM checkpo
 
 Per seed (rows of a seed depend on that seed only):
 
-- FINE-TUNED: LoRA (`finetune.add_lora`, `finetune.lr`) on the text rows of the forget + retain
-  profiles; ORACLE of each setting: the same recipe on that setting's retain rows only.
+- FINE-TUNED: LoRA (`finetune.add_lora`) trained by `models.train.train`, the HF Trainer recipe of
+  stage `finetune` (`finetune.lr`), on the text rows of the forget + retain profiles; ORACLE of
+  each setting: the same on that setting's retain rows only.
 - Settings (the row's `dataset`, sets from `methods.runner.variant_tasks`): `text_icu` = every
-  forget-task profile, unlearned as ONE set (the row scores only the final model against the
-  oracle of all tasks; task after task would cost n_tasks x steps and per-task masks, 100 tasks at
-  full scale), `text_fiu` / `text_umu` = the static splits of `unlearn.fiu_ratio` / `umu_ratio`.
-- Each method of `methods` unlearns a copy of the fine-tuned LoRA with its `unlearn.<method>`
-  block through the method classes (`methods.get`, `Context`, `runner.Sampler`); every method of
-  a setting draws the same forget / retain batches. MMUnlearner applies unchanged (its Fisher mask
-  covers the trainable LoRA weights, no modality split). Methods the library refuses on a model
-  without a vision part (`models.arch.UnsupportedModel`: MANU, whose neuron selection spans the
-  vision and language MLPs) are skipped and reported in `skipped`.
-- Row metrics on the setting's text rows, from `models.engine` passes: FA / RA (classification by
-  option likelihood, generation and cloze by teacher-forced exact match), MIA (`mia_attack` member
-  rate; forget rows = members vs as many holdout rows, a seeded balanced sample as in the CIFAR-10
-  branch), AD (mean-pooled penultimate hidden states vs the oracle on forget rows), JS (answer
-  next-token distributions vs the oracle, aligned by token id), retrained_distance
-  (`metrics.evaluate.target_weights`, merged, vs the oracle).
+  forget-task profile, unlearned as ONE task (the row scores only the final model against the
+  oracle of all tasks; task after task would cost n_tasks x steps, 100 tasks at full scale),
+  `text_fiu` / `text_umu` = the static splits of `unlearn.fiu_ratio` / `umu_ratio`.
+- Each method of `methods` unlearns a copy of the fine-tuned LoRA model through the runner's
+  per-task step (`methods.runner.Unlearner`: `unlearn.<method>`, accelerate's Accelerator, the
+  frozen fine-tuned model as reference, draws seeded per method and setting as stage `unlearn`
+  seeds them per method and variant). Methods the library refuses on a model without a vision
+  part (`models.arch.UnsupportedModel`: MANU) are skipped and reported in `skipped`.
+- Row metrics from the main evaluator's passes (`models.engine.evaluate`) on an inference copy
+  (LoRA merged by peft's `merge_and_unload`, pruned neurons zeroed): FA / RA by the one row
+  definition (`metrics.rows.row_correct`: classification by option likelihood, generation and
+  cloze by normalized exact or containment match of the greedy answer), MIA by the main
+  evaluator's `metrics.evaluate.mia_metrics` (the class-balanced `mia_attack` on every forget row
+  vs every holdout row), AD, JS and retrained_distance vs the oracle (`headline`, `Scorer.row`).
 
 Knobs per scale in `unimodal.text` (null = the main pipeline's value): `epochs`, `batch_size`,
-`max_steps`, `eval_retain`. The smoke preset (2 epochs, batches of 8, 1 step, 16 retain rows for
-RA) keeps the branch at ~11 s of one core, a plumbing run; small / full follow `finetune` and
-`unlearn` exactly. Training is a plain AdamW loop over length-sorted batches, the HF Trainer's
-recipe (AdamW beta2 0.98, linear decay, gradient clipping at 1) without its overhead, which
-doubled the cost of each of the four trainings per seed at this size.
+`max_steps`, `eval_retain`. The smoke preset keeps the branch a cheap plumbing run; small / full
+follow `finetune` and `unlearn` exactly.
 """
 from __future__ import annotations
 
 import copy
-import math
 import numbers
 import time
 import zlib
@@ -169,31 +165,16 @@ class RowSet:
     def subset(self, idx: Sequence[int]) -> "RowSet":
         return RowSet([self.rows[i] for i in idx], self.enc.take(idx))
 
-    @staticmethod
-    def concat(parts: Sequence["RowSet"]) -> "RowSet":
-        from mmunlearn.models.encode import Encoded
-
-        return RowSet([r for p in parts for r in p.rows],
-                      Encoded(input_ids=[x for p in parts for x in p.enc.input_ids],
-                              prompt_len=[x for p in parts for x in p.enc.prompt_len],
-                              image=[x for p in parts for x in p.enc.image]))
-
-    @property
-    def choice_idx(self) -> list[int]:
-        """Rows answered by choosing an option (classification); the others by exact match."""
-        return [i for i, r in enumerate(self.rows) if r.get("options") is not None and len(r["options"])]
-
 
 @dataclass
 class Setting:
     """One forget setting of one seed: what is unlearned and what every model is scored on."""
 
     name: str
-    forget: RowSet              # unlearned; scored for FA, AD, JS, MIA (members)
+    forget: RowSet              # unlearned; scored for FA, AD, JS; the MIA members
     retain: RowSet              # oracle training and retain batches
     retain_eval: RowSet         # RA (all retain rows, or a seeded `eval_retain` subsample)
-    members: np.ndarray         # indices into `forget`: MIA members, as many as...
-    nonmembers: RowSet          # ...holdout rows (seeded sample of equal size)
+    holdout: RowSet             # the MIA non-members: every holdout row
 
 
 def _no_images(name: str):
@@ -236,7 +217,6 @@ class TextData:
     def setting(self, variant: str, seed: int, eval_retain: int | None) -> Setting:
         from mmunlearn.methods.runner import variant_tasks
 
-        s_i = VARIANTS.index(variant)
         tasks, retain_ids = variant_tasks(variant, self.params, self.profiles)
         forget = self.rows([p for _, ids in tasks for p in ids])
         retain = self.rows(retain_ids)
@@ -244,58 +224,28 @@ class TextData:
         if len(forget) < 2 or len(retain) < 2 or len(holdout) < 2:
             raise UserError(f"text branch {variant}: {len(forget)} forget / {len(retain)} retain / "
                             f"{len(holdout)} holdout text rows; need at least 2 of each")
-        rng = np.random.default_rng([seed, 0x7B, s_i])
-        m = min(len(forget), len(holdout))
-        return Setting(f"text_{variant}", forget, retain, retain.subset(_sample(len(retain), eval_retain, rng)),
-                       _sample(len(forget), m, rng), holdout.subset(_sample(len(holdout), m, rng)))
+        rng = np.random.default_rng([seed, 0x7B, VARIANTS.index(variant)])
+        return Setting(f"text_{variant}", forget, retain, retain.subset(_sample(len(retain), eval_retain, rng)), holdout)
 
 
-# ---- training -------------------------------------------------------------------------------------
+# ---- training and unlearning: the main pipeline's code -------------------------------------------
 
-def length_batches(enc, batch_size: int, rng: np.random.Generator) -> list[list[int]]:
-    """One epoch of batches of similar length (sorted by length, random among equal lengths), in
-    random order: little padding, compositions that change between epochs."""
-    tie = rng.permutation(len(enc))
-    order = sorted(range(len(enc)), key=lambda i: (len(enc.input_ids[i]), int(tie[i])))
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    return [batches[j] for j in rng.permutation(len(batches))]
-
-
-def train_lora(lm, data: RowSet, pad_id: int, params: dict, epochs: float, batch_size: int,
-               seed: int, tag: int):
-    """A LoRA copy of `lm` (`finetune.add_lora`) trained on `data` with the finetune recipe as the
-    HF Trainer runs it: AdamW at `finetune.lr`, beta2 0.98, linear decay to 0, gradient norm
-    clipped at 1; `tag` separates the batch orders of the trainings of one seed."""
-    from mmunlearn.models import onednn
-    from mmunlearn.models.encode import collate
+def train_lora(lm, data: RowSet, pad_id: int, params: dict, epochs: float, batch_size: int, seed: int):
+    """A LoRA copy of `lm` (`finetune.add_lora`) trained on `data` by `models.train.train`, the HF
+    Trainer recipe of stages `finetune` / `oracle` (`finetune.lr`, AdamW beta2 0.98, linear decay,
+    length-grouped batches), with the branch's epochs and batch size and this seed."""
     from mmunlearn.models.finetune import add_lora
-    from mmunlearn.models.scoring import answer_nll
+    from mmunlearn.models.train import TrainConfig, train
 
     model = add_lora(copy.deepcopy(lm), {**params, "seed": seed})
-    model.train()
-    weights = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(weights, lr=float(params["finetune"]["lr"]), betas=(0.9, 0.98), weight_decay=0.0)
-    total = max(1, math.ceil(epochs * math.ceil(len(data) / batch_size)))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / total)
-    rng = np.random.default_rng([seed, 0x7E, tag])
-    step = 0
-    with onednn.accelerated(model):
-        while step < total:
-            for idx in length_batches(data.enc, batch_size, rng):
-                loss = answer_nll(model, collate(data.enc, idx, pad_id))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(weights, 1.0)
-                opt.step()
-                sched.step()
-                step += 1
-                if step == total:
-                    break
+    train(model, data.enc, pad_id, TrainConfig(epochs=float(epochs), lr=float(params["finetune"]["lr"]),
+                                                batch_size=int(batch_size), seed=int(seed)), progress=False)
     return model.eval()
 
 
 def merged(model, pruned: dict | None = None):
-    """An inference copy: LoRA merged into the weights, pruned neurons (MANU) zeroed."""
+    """An inference copy of a LoRA model: the adapters merged by peft (`merge_and_unload` of a
+    copy; `model` is untouched), pruned neurons (MANU) zeroed, no gradients."""
     from mmunlearn.methods.manu import apply_pruning
 
     out = copy.deepcopy(model).merge_and_unload().eval()
@@ -306,95 +256,49 @@ def merged(model, pruned: dict | None = None):
     return out
 
 
-class EvalSlot:
-    """One inference model that takes the merged weights of every model scored: the engine's
-    once-per-model-object checks (fast path, packed options) run once per seed, not per model, and
-    merging needs no copy of the model."""
-
-    def __init__(self, template):
-        self.model = merged(template)
-        self.owned = dict(self.model.named_parameters())
-        self.dirty = False   # pruned weights outside the adapters since the last full load
-
-    @torch.no_grad()
-    def load(self, model, pruned: dict | None = None):
-        """The slot holding `model` (a LoRA model on the same base) merged: W + delta per adapted
-        weight, as peft's merge computes it; pruned neurons zeroed."""
-        from peft.tuners.lora import LoraLayer
-
-        if pruned:
-            self.model.load_state_dict(merged(model, pruned).state_dict())
-            self.dirty = True
-            return self.model
-        if self.dirty:
-            self.model.load_state_dict(merged(model).state_dict())
-            self.dirty = False
-            return self.model
-        for name, mod in model.named_modules():
-            if isinstance(mod, LoraLayer):
-                base = mod.get_base_layer().weight
-                delta = sum(mod.get_delta_weight(a) for a in mod.active_adapters)
-                self.owned[name.removeprefix("base_model.model.") + ".weight"].copy_(base + delta)
-        return self.model
-
-
-# ---- unlearning -----------------------------------------------------------------------------------
-
-class LocalAccelerator:
-    """The two `Accelerator` calls methods make (`backward`, `prepare`), for one CPU process."""
-
-    @staticmethod
-    def backward(loss: torch.Tensor) -> None:
-        loss.backward()
-
-    @staticmethod
-    def prepare(*objs):
-        return objs[0] if len(objs) == 1 else objs
-
-
-def unlearn(method_name: str, ft, ref, data: TextData, setting: Setting, params: dict, sv: dict,
-            seed: int, s_i: int) -> tuple[Any, dict]:
-    """(unlearned LoRA model, method state) after `method_name` on the setting's forget rows as one
-    task (`unlearn.<method>.steps` steps capped by `sv["max_steps"]`, batches of
-    `sv["unlearn_batch"]`), from a copy of the fine-tuned LoRA model `ft`; `ref` = the frozen
-    fine-tuned model. Batches come from seeded samplers that every method of a setting (`s_i`)
-    shares; only the methods' own draws (random answers) differ."""
+def unlearn(method_name: str, ft, data: TextData, setting: Setting, params: dict, sv: dict,
+            seed: int) -> tuple[Any, dict]:
+    """(unlearned LoRA model, method state): `method_name` on a copy of the fine-tuned LoRA model
+    `ft` through the runner's per-task step (`runner.Unlearner`, as stage `unlearn` runs it), the
+    setting's forget rows as one task: `unlearn.<method>` (`params.method_config`) with its steps
+    capped by `sv["max_steps"]`, batches of `sv["unlearn_batch"]`, draws seeded by (seed, method,
+    setting) as the runner seeds (seed, method, variant)."""
     from mmunlearn.methods import get
-    from mmunlearn.methods.base import Context, trainable
-    from mmunlearn.methods.runner import Sampler
-    from mmunlearn.models.encode import retarget
+    from mmunlearn.methods.runner import Unlearner
+    from mmunlearn.params import method_config
 
-    mcfg = params["unlearn"][method_name]
+    mcfg = method_config(params, method_name)
     method = get(method_name)(mcfg)
-    torch.manual_seed(seed)
-    model = copy.deepcopy(ft)
-    model.train()
-    optimizer = torch.optim.AdamW(list(trainable(model).values()), lr=float(mcfg.get("lr", 0.0)) or 1e-3,
-                                  weight_decay=0.0)
-    bs = sv["unlearn_batch"]
     steps = int(mcfg.get("steps", 0))
-    steps = min(steps, sv["max_steps"]) if sv["max_steps"] is not None else steps
-    task = setting.forget
-    retain = Sampler(setting.retain.enc, data.pad, bs, np.random.default_rng([seed, 0x7F, s_i, 0]))
-    batch_rng = np.random.default_rng([seed, 0x7F, s_i, 1])
-    answers = method.forget_answers(task.rows, data.pools,
-                                    np.random.default_rng([seed, 0x7F, s_i, zlib.crc32(method_name.encode())]))
-    target = task.enc if answers is None else retarget(task.enc, data.processor.tokenizer, answers)
-    state: dict = {"true_forget_batch": Sampler(task.enc, data.pad, bs, np.random.default_rng([seed, 0x7F, s_i, 2]))()}
-    ctx = Context(model=model, ref=ref, optimizer=optimizer, accelerator=LocalAccelerator(), rng=batch_rng,
-                  forget_batches=Sampler(target, data.pad, bs, batch_rng), retain_batches=retain,
-                  forget_rows=task.rows, retain_rows=setting.retain.rows, state=state)
-    method.unlearn_task(ctx, steps)
-    for h in state.pop("hooks", []):
-        h.remove()
-    return model.eval(), state
+    if sv["max_steps"] is not None:
+        steps = min(steps, int(sv["max_steps"]))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, zlib.crc32(f"{method_name}/{setting.name}".encode())])
+    run = Unlearner.start(method, copy.deepcopy(ft).train(), data.processor.tokenizer, data.pools,
+                          setting.retain.enc, setting.retain.rows, sv["unlearn_batch"], rng)
+    try:
+        run.task(setting.forget.rows, setting.forget.enc, steps)
+    finally:
+        state = run.finish()
+    return run.accelerator.unwrap_model(run.model).eval(), state
 
 
-# ---- evaluation -----------------------------------------------------------------------------------
+# ---- evaluation: the main evaluator's passes and metric functions ---------------------------------
 
-def mia_features(scores) -> np.ndarray:
-    """[n, 3]: the paper's attack features (max p, -entropy, top1-top2 margin over answer tokens)."""
-    return np.stack([scores.max_prob, scores.neg_entropy, scores.margin], axis=1)
+def headline(forget, retain, holdout, forget_rows: Sequence[dict], holdout_rows: Sequence[dict],
+             metrics_cfg: dict, seed: int) -> dict:
+    """FA, RA and MIA from one model's passes, by the main evaluator's definitions
+    (`metrics.evaluate.evaluate_model`): FA / RA = share of the forget / retain rows correct
+    (`frame.correct` of `models.engine.evaluate` passes, i.e. `metrics.rows.row_correct`), MIA =
+    member rate of `metrics.evaluate.mia_metrics` (`mia_attack` on `metrics.rows.mia_features`)
+    on the forget pass's scores (members) vs the holdout's (non-members, `engine.Scores`)."""
+    from mmunlearn.metrics import accuracy
+    from mmunlearn.metrics.evaluate import mia_metrics
+
+    mia = mia_metrics(forget.scores, holdout, [str(r["answer"]) for r in forget_rows],
+                      [str(r["answer"]) for r in holdout_rows], metrics_cfg, seed)
+    return {"FA": accuracy(forget.frame.correct.to_numpy()), "RA": accuracy(retain.frame.correct.to_numpy()),
+            "MIA": mia["member_rate"]}
 
 
 def _value(name: str, v: Any) -> float:
@@ -404,81 +308,57 @@ def _value(name: str, v: Any) -> float:
 
 
 class Scorer:
-    """The passes of `mmunlearn.models.engine` that one row needs, for an inference model (merged,
-    pruned): forget rows in full (answer distributions, hidden states, MIA features) plus their
-    options, retain rows for accuracy only, the MIA non-members for their features only."""
+    """The passes of `models.engine` that one row needs, made on an inference model (`merged`) as
+    the main evaluator makes them: `engine.evaluate` over the forget rows (answer distributions
+    and hidden states kept) and the retain rows, `engine.score` over the holdout rows."""
 
     def __init__(self, data: TextData, params: dict, seed: int):
         self.data, self.seed = data, seed
-        self.bs = int(params["metrics"]["batch_size"])
-        self.folds = int(params["metrics"]["mia_folds"])
+        self.cfg = params["metrics"]
+        self.bs = int(self.cfg["batch_size"])
         self.targets = list(params["finetune"]["lora"]["target_modules"])
-        self._joint: dict[str, RowSet] = {}
 
-    def score(self, model, rs: RowSet, full: bool = False):
-        from mmunlearn.models.engine import score
+    def evaluate(self, model, rs: RowSet, full: bool = False):
+        """`engine.evaluate` of `rs` (`full`: with the answer distributions and hidden states)."""
+        from mmunlearn.models.engine import evaluate
 
-        return score(model, rs.enc, self.data.pad, self.bs, keep_dist=full, hidden_layer=-2 if full else None)
+        return evaluate(model, self.data.processor, rs.rows, _no_images, self.bs, keep_dist=full,
+                        hidden_layer=-2 if full else None, enc=rs.enc)
 
-    def correct(self, model, rs: RowSet, scores=None) -> np.ndarray:
-        """Per row: classification by option likelihood (`engine.choose_options`), generation and
-        cloze by teacher-forced exact match (`scores` of `rs` when already computed)."""
-        from mmunlearn.models.engine import choose_options
+    def accuracy(self, model, rs: RowSet) -> float:
+        from mmunlearn.metrics import accuracy
 
-        choice = rs.choice_idx
-        plain = sorted(set(range(len(rs))) - set(choice))
-        out = np.zeros(len(rs), dtype=bool)
-        if plain:
-            out[plain] = (scores.exact[plain] if scores is not None else
-                          self.score(model, rs.subset(plain)).exact)
-        if choice:
-            rows = [rs.rows[i] for i in choice]
-            picked = choose_options(model, self.data.processor, rows, _no_images, self.bs)
-            out[choice] = [list(r["options"])[c] == r["answer"] for r, c in zip(rows, picked)]
-        return out
+        return _value("accuracy", accuracy(self.evaluate(model, rs).frame.correct.to_numpy()))
 
     def oracle(self, model, setting: Setting) -> dict:
         """What every row of a setting compares with: the oracle's forget pass and target weights."""
         from mmunlearn.metrics.evaluate import target_weights
+        from mmunlearn.models.engine import score
 
-        return {"forget": self.score(model, setting.forget, full=True),
+        return {"forget": score(model, setting.forget.enc, self.data.pad, self.bs, keep_dist=True),
                 "weights": {n: w.clone() for n, w in target_weights(model, self.targets).items()}}
 
-    def row(self, model, setting: Setting, oracle: dict) -> dict:
-        """FA, RA, MIA, AD, JS, retrained_distance of `model` on `setting`: one teacher-forced pass
-        over the forget rows, the MIA non-members and the retain rows not answered by choice, one
-        option pass over the classification rows of forget and retain."""
-        from mmunlearn.metrics import (accuracy, activation_distance, js_divergence, mia_attack,
-                                       oracle_distance)
-        from mmunlearn.metrics.evaluate import target_weights
-        from mmunlearn.models.engine import choose_options
+    def headline(self, model, setting: Setting, forget=None) -> dict:
+        """FA, RA, MIA of `model` on `setting` (`forget`: its forget pass, when already made)."""
+        from mmunlearn.models.engine import score
 
-        f, n, r = setting.forget, setting.nonmembers, setting.retain_eval
-        f_choice, r_choice = f.choice_idx, r.choice_idx
-        r_plain = [i for i in range(len(r)) if i not in set(r_choice)]
-        if setting.name not in self._joint:
-            self._joint[setting.name] = RowSet.concat([f, n, r.subset(r_plain)])
-        s = self.score(model, self._joint[setting.name], full=True)
-        nf, nn = len(f), len(n)
-        feats = mia_features(s)
-        rows = [f.rows[i] for i in f_choice] + [r.rows[i] for i in r_choice]
-        picked = choose_options(model, self.data.processor, rows, _no_images, self.bs) if rows else []
-        chosen = np.array([list(row["options"])[c] == row["answer"] for row, c in zip(rows, picked)], dtype=bool)
-        f_ok, r_ok = s.exact[:nf].copy(), np.zeros(len(r), dtype=bool)
-        f_ok[f_choice] = chosen[:len(f_choice)]
-        r_ok[r_plain] = s.exact[nf + nn:]
-        r_ok[r_choice] = chosen[len(f_choice):]
-        mia = mia_attack(feats[:nf][setting.members], feats[nf:nf + nn], folds=self.folds, seed=self.seed)
+        forget = forget if forget is not None else self.evaluate(model, setting.forget)
+        holdout = score(model, setting.holdout.enc, self.data.pad, self.bs, hidden_layer=None)
+        return headline(forget, self.evaluate(model, setting.retain_eval), holdout, setting.forget.rows,
+                        setting.holdout.rows, self.cfg, self.seed)
+
+    def row(self, model, setting: Setting, oracle: dict) -> dict:
+        """FA, RA, MIA, AD, JS, retrained_distance of `model` on `setting` vs its oracle."""
+        from mmunlearn.metrics import activation_distance, js_divergence, oracle_distance
+        from mmunlearn.metrics.evaluate import target_weights
+
+        forget = self.evaluate(model, setting.forget, full=True)
         o = oracle["forget"]
-        return {
-            "FA": _value("FA", accuracy(f_ok)),
-            "RA": _value("RA", accuracy(r_ok)),
-            "MIA": _value("MIA", mia["member_rate"]),
-            "AD": _value("AD", activation_distance(s.hidden[:nf], o.hidden)),
-            "JS": _value("JS", js_divergence(s.dist[:nf], o.dist)),
-            "retrained_distance": _value("retrained_distance", oracle_distance(
-                target_weights(model, self.targets), oracle["weights"])),
-        }
+        values = {**self.headline(model, setting, forget),
+                  "AD": activation_distance(forget.scores.hidden, o.hidden),
+                  "JS": js_divergence(forget.scores.dist, o.dist),
+                  "retrained_distance": oracle_distance(target_weights(model, self.targets), oracle["weights"])}
+        return {k: _value(k, v) for k, v in values.items()}
 
 
 # ---- the branch -----------------------------------------------------------------------------------
@@ -511,7 +391,6 @@ def run_seed(lm, data: TextData, params: dict, cfg: dict, seed: int, progress: A
 
 
 def _run_seed(lm, data: TextData, params: dict, cfg: dict, seed: int, progress: Any, baselines: bool) -> dict:
-    from mmunlearn.metrics import accuracy
     from mmunlearn.parallel import run_jobs
 
     sv = scale_values(params, cfg)
@@ -523,22 +402,19 @@ def _run_seed(lm, data: TextData, params: dict, cfg: dict, seed: int, progress: 
             progress.update(n)
 
     trained, holdout = data.split("forget", "retain"), data.split("holdout")
-    ft = train_lora(lm, trained, data.pad, params, sv["epochs"], sv["train_batch"], seed, tag=0)
-    ref = merged(ft)   # the frozen fine-tuned model of KL / NPO
+    ft = train_lora(lm, trained, data.pad, params, sv["epochs"], sv["train_batch"], seed)
     t = time.process_time()
     seconds = {"finetune": t - t0, "oracles": 0.0, "unlearn": 0.0, "evaluate": 0.0}
-    scorer, slot = Scorer(data, params, seed), EvalSlot(ft)
-    memo = {"trained_acc": accuracy(scorer.correct(slot.load(ft), trained)),
-            "holdout_acc": accuracy(scorer.correct(slot.model, holdout))}
+    scorer, model = Scorer(data, params, seed), merged(ft)
+    memo = {"trained_acc": scorer.accuracy(model, trained), "holdout_acc": scorer.accuracy(model, holdout)}
     seconds["evaluate"] += time.process_time() - t
     tick("fine-tuned")
     out = {"rows": [], "memorisation": memo, "skipped": {}}
     if baselines:
         out["baselines"] = []
-    shared = {"lm": lm, "data": data, "ft": ft, "ref": ref, "params": params, "sv": sv, "seed": seed,
-              "baselines": baselines}
+    shared = {"lm": lm, "data": data, "ft": ft, "params": params, "sv": sv, "seed": seed, "baselines": baselines}
     # the settings side by side (`runtime.unimodal.text.workers`); each job seeds its own draws
-    for res in run_jobs(_setting_job, list(enumerate(VARIANTS)), int(cfg["workers"]), per_job=True, shared=shared):
+    for res in run_jobs(_setting_job, list(VARIANTS), int(cfg["workers"]), per_job=True, shared=shared):
         out["rows"] += res["rows"]
         out["skipped"].update(res["skipped"])
         if baselines:
@@ -551,12 +427,11 @@ def _run_seed(lm, data: TextData, params: dict, cfg: dict, seed: int, progress: 
     return out
 
 
-def _setting_job(shared: dict, job: tuple[int, str]) -> dict:
+def _setting_job(shared: dict, variant: str) -> dict:
     """One setting of one seed: its oracle, then every method unlearned and scored against it."""
     from mmunlearn.models.arch import UnsupportedModel
 
-    s_i, variant = job
-    lm, data, ft, ref, params, sv, seed = (shared[k] for k in ("lm", "data", "ft", "ref", "params", "sv", "seed"))
+    lm, data, ft, params, sv, seed = (shared[k] for k in ("lm", "data", "ft", "params", "sv", "seed"))
     seconds = {"oracles": 0.0, "unlearn": 0.0, "evaluate": 0.0}
 
     def lap(phase: str, since: float) -> float:
@@ -566,24 +441,24 @@ def _setting_job(shared: dict, job: tuple[int, str]) -> dict:
 
     t = time.process_time()
     setting = data.setting(variant, seed, sv["eval_retain"])
-    oracle_lora = train_lora(lm, setting.retain, data.pad, params, sv["epochs"], sv["train_batch"], seed, tag=1 + s_i)
+    oracle_model = merged(train_lora(lm, setting.retain, data.pad, params, sv["epochs"], sv["train_batch"], seed))
     t = lap("oracles", t)
-    scorer, slot = Scorer(data, params, seed), EvalSlot(ft)
-    oracle = scorer.oracle(slot.load(oracle_lora), setting)
+    scorer = Scorer(data, params, seed)
+    oracle = scorer.oracle(oracle_model, setting)
     key = {"dataset": setting.name, "seed": int(seed)}
     res: dict = {"setting": setting.name, "rows": [], "skipped": {}, "seconds": seconds}
     if shared["baselines"]:
-        res["baselines"] = [{**key, "method": "oracle", **scorer.row(slot.model, setting, oracle)},
-                            {**key, "method": "finetuned", **scorer.row(slot.load(ft), setting, oracle)}]
+        res["baselines"] = [{**key, "method": "oracle", **scorer.row(oracle_model, setting, oracle)},
+                            {**key, "method": "finetuned", **scorer.row(merged(ft), setting, oracle)}]
     t = lap("evaluate", t)
     for method in params["methods"]:
         try:
-            model, state = unlearn(method, ft, ref, data, setting, params, sv, seed, s_i)
+            model, state = unlearn(method, ft, data, setting, params, sv, seed)
         except UnsupportedModel as err:  # refused before any step (MANU: no vision part)
             res["skipped"][method] = str(err)
             continue
         t = lap("unlearn", t)
-        res["rows"].append({**key, "method": method, **scorer.row(slot.load(model, state.get("pruned")), setting, oracle)})
+        res["rows"].append({**key, "method": method, **scorer.row(merged(model, state.get("pruned")), setting, oracle)})
         t = lap("evaluate", t)
     return res
 
