@@ -6,7 +6,8 @@ rows) and RA (the fixed continual retain sample) beside the fine-tuned model's, 
 smallest learning rate of the grid that forgets (FA drop >= --min-drop on every variant; `--all`
 runs the whole grid), so the calibrated default can be read off with its RA cost.
 
-    python benchmarks/calibrate.py --methods ga,npo --lrs 3e-4,1e-3,3e-3 [--steps 10]
+    python benchmarks/calibrate.py --methods ga,npo --values 3e-4,1e-3,3e-3 [--steps 10]
+    python benchmarks/calibrate.py --methods manu --param top_k --values 0.02,0.05,0.1
 
 Run it in a repository where `dvc repro finetune` has run at the scale of interest (it reads
 params.yaml, data/, models/base, models/finetuned); checkpoints go to a temporary directory.
@@ -26,7 +27,8 @@ ROOT = Path.cwd()
 def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default="", help="comma-separated; default: params.yaml `methods`")
-    ap.add_argument("--lrs", default="", help="comma-separated learning rates; default: each method's own")
+    ap.add_argument("--param", default="lr", help="the hyperparameter swept (default lr; e.g. top_k for manu)")
+    ap.add_argument("--values", "--lrs", default="", help="comma-separated values, ascending; default: the method's own")
     ap.add_argument("--steps", type=int, default=0, help="steps per task; default: each method's own")
     ap.add_argument("--variants", default="icu,fiu,umu")
     ap.add_argument("--min-drop", type=float, default=0.2)
@@ -60,15 +62,15 @@ def main() -> int:
     ft = ev.load(ROOT / "models/finetuned")
     base = {v: fa_ra(ev, ft, v) for v in variants}
     print("fine-tuned: " + "  ".join(f"{v} FA {fa:.3f} RA {ra:.3f}" for v, (fa, ra) in base.items()))
-    print(f"| method | lr | steps | {' | '.join(f'{v} FA | {v} RA' for v in variants)} | moved | s |")
+    print(f"| method | {args.param} | steps | {' | '.join(f'{v} FA | {v} RA' for v in variants)} | moved | s |")
     print("|" + "---|" * (4 + 2 * len(variants)))
     for m in methods:
         own = P.method_config(params, m)
-        for lr in ([float(x) for x in args.lrs.split(",")] if args.lrs else [own.get("lr")]):
+        for value in ([float(x) for x in args.values.split(",")] if args.values else [own.get(args.param)]):
             p = copy.deepcopy(params)
             block = p["unlearn"][m] = dict(own)
-            if "lr" in block and lr is not None:
-                block["lr"] = lr
+            if args.param in block and value is not None:
+                block[args.param] = value
             if args.steps and "steps" in block:
                 block["steps"] = args.steps
             t0 = time.perf_counter()
@@ -80,7 +82,7 @@ def main() -> int:
                     fa, ra = fa_ra(ev, ev.load(sorted(d for d in root.iterdir() if d.is_dir())[-1]), v)
                     moved &= base[v][0] - fa >= args.min_drop
                     cells += [f"{fa:.3f}", f"{ra:.3f}"]
-            print(f"| {m} | {block.get('lr', '-')} | {block.get('steps', '-')} | {' | '.join(cells)} | "
+            print(f"| {m} | {block.get(args.param, '-')} | {block.get('steps', '-')} | {' | '.join(cells)} | "
                   f"{'yes' if moved else 'no'} | {time.perf_counter() - t0:.0f} |", flush=True)
             if moved and not args.all:
                 break
