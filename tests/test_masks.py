@@ -132,7 +132,6 @@ def moved(before: dict, after: dict, mask: dict, inside: bool) -> int:
     return sum(int(((after[n] != before[n]) & (mask[n] if inside else ~mask[n])).sum()) for n in before)
 
 
-@pytest.mark.slow
 def test_salun_changes_nothing_outside_each_tasks_mask(trained, tmp_path, monkeypatch):
     tasks: list = []
     spy(monkeypatch, Method, "unlearn_task", tasks)
@@ -147,7 +146,6 @@ def test_salun_changes_nothing_outside_each_tasks_mask(trained, tmp_path, monkey
     assert any(not torch.equal(tasks[0][2][n], tasks[1][2][n]) for n in tasks[0][2])   # one mask per task
 
 
-@pytest.mark.slow
 def test_mmunlearner_ascent_steps_change_nothing_outside_the_mask(trained, tmp_path, monkeypatch):
     """The paper's retain steps are unmasked; every ascent step, in every task, with the AdamW
     that the retain steps and earlier tasks filled, leaves the weights outside the mask equal."""
@@ -166,7 +164,6 @@ def test_mmunlearner_ascent_steps_change_nothing_outside_the_mask(trained, tmp_p
         assert moved(before, after, mask, inside=False) > 0
 
 
-@pytest.mark.slow
 def test_manu_prunes_cumulatively_and_changes_nothing_else(trained, tmp_path, lora):
     from safetensors.torch import load_file
 
@@ -229,7 +226,6 @@ def image_batch(lora, qa, n: int = 6) -> dict:
     return collate(enc, list(range(len(enc))), processor.tokenizer.pad_token_id)
 
 
-@pytest.mark.slow
 def test_manu_candidates_are_the_mlp_neurons_on_the_output_path(trained, lora):
     """LLaVA reads hidden state -2 of the tiny 2-layer vision tower: its last layer feeds nothing,
     so its neurons are no candidates; every other MLP is."""
@@ -253,7 +249,6 @@ def left_pad(batch: dict, extra: int, pad_id: int) -> dict:
     return out
 
 
-@pytest.mark.slow
 def test_manu_statistics_do_not_depend_on_padding(trained, lora):
     from mmunlearn.methods.manu import STATS, mlp_outputs, neuron_stats
 
