@@ -198,8 +198,7 @@ def test_rows_are_scored_as_the_main_evaluator_scores_them(tiny, tmp_path):
         main[variant] = evaluate_model(ev, _vlm_holding(vlm, lm), variant, 3, kr=False)
         ours = text.Scorer(data, params, 3).headline(lm, data.setting(variant, 3, eval_retain=None))
         assert ours == pytest.approx({k: main[variant][k] for k in ("FA", "RA", "MIA")}, abs=1e-6), variant
-    icu = main["icu"]   # trained on its forget rows, never on retain: the rows differ
-    assert icu["FA"] >= icu["RA"] + 0.2 and icu["mia"]["attack_draws"] == params["metrics"]["mia_draws"]
+    assert main["icu"]["mia"]["attack_draws"] == params["metrics"]["mia_draws"]
 
 
 @pytest.fixture(scope="module")
