@@ -12,7 +12,7 @@ from mmunlearn.params import runtime
 
 def _job(args: tuple) -> tuple[dict, dict]:
     from mmunlearn.methods.runner import unlearn_variant
-    from mmunlearn.metrics.evaluate import Evaluator, evaluate_variant, finetuned_rows
+    from mmunlearn.metrics.evaluate import Evaluator, evaluate_variant, finetuned_rows, kr_controls
 
     params, method, variant, dirs, evaluate, kr, progress = args
     log = unlearn_variant(params, method, variant, dirs["base"], dirs["finetuned"], dirs["data"], dirs["unlearned"],
@@ -20,8 +20,8 @@ def _job(args: tuple) -> tuple[dict, dict]:
     if not evaluate:
         return log, {}
     ev = Evaluator(params, base_dir=dirs["base"], data_dir=dirs["data"], progress=progress, oracle_root=dirs["oracle"])
-    ft = finetuned_rows(dirs["eval"]) if kr else None
-    return log, evaluate_variant(ev, method, variant, dirs["unlearned"], ft)
+    ft, controls = (finetuned_rows(dirs["eval"]), kr_controls(dirs["eval"])) if kr else (None, None)
+    return log, evaluate_variant(ev, method, variant, dirs["unlearned"], ft, controls)
 
 
 def run_branch(params: dict, method: str, variants=VARIANTS, evaluate: bool = True, kr: bool = True,

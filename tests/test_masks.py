@@ -201,7 +201,8 @@ def test_manu_prunes_cumulatively_and_changes_nothing_else(trained, tmp_path, lo
 
 def mlp_inputs_feeding_logits(model, batch) -> set[str]:
     """The fc2 / down_proj modules whose input the logits depend on (autograd reaches it)."""
-    from mmunlearn.methods.manu import PRUNABLE, named_modules
+    from mmunlearn.methods.manu import PRUNABLE
+    from mmunlearn.models.arch import named_modules
     from mmunlearn.models.scoring import model_inputs
 
     seen: dict[str, torch.Tensor] = {}
@@ -229,7 +230,8 @@ def image_batch(lora, qa, n: int = 6) -> dict:
 def test_manu_candidates_are_the_mlp_neurons_on_the_output_path(trained, lora):
     """LLaVA reads hidden state -2 of the tiny 2-layer vision tower: its last layer feeds nothing,
     so its neurons are no candidates; every other MLP is."""
-    from mmunlearn.methods.manu import mlp_outputs, vision_layers_used
+    from mmunlearn.methods.manu import mlp_outputs
+    from mmunlearn.models.arch import vision_layers_used
 
     model = lora[0]
     assert vision_layers_used(model) == 1

@@ -143,7 +143,8 @@ def test_po_and_random_label_targets(smoke_dataset):
 
 
 def test_manu_zeroes_exactly_the_top_k_neurons():
-    from mmunlearn.methods.manu import apply_pruning, importance_scores, select_top
+    from mmunlearn.methods.manu import importance_scores, select_top
+    from mmunlearn.models.vlm import apply_pruning
 
     torch.manual_seed(0)
     f = {"a": {m: torch.rand(10) + 0.1 for m in ("mean_abs", "frequency", "std", "rms")},

@@ -530,7 +530,7 @@ def test_relearn_kr_on_a_tiny_model(smoke_dataset, tmp_path):
     import copy
 
     torch = pytest.importorskip("torch")
-    from mmunlearn.metrics.evaluate import Evaluator, relearn_kr
+    from mmunlearn.metrics.evaluate import Evaluator, oracle_control, relearn_kr
     from mmunlearn.models.base import chat_corpus
     from mmunlearn.models.tiny import build_tiny_llava
 
@@ -551,7 +551,8 @@ def test_relearn_kr_on_a_tiny_model(smoke_dataset, tmp_path):
     before = {k: v.clone() for k, v in oracle.state_dict().items()}
     # the oracle IS the unlearned model here: the same steps teach it exactly as much, so the
     # recovery beyond the oracle is 0; the fine-tuned model knew every test row (FA 1)
-    out = relearn_kr(ev, copy.deepcopy(model), unlearned, forget, {r["qa_id"]: True for r in forget}, 0, oracle)
+    control = oracle_control(ev, oracle, forget, 0)
+    out = relearn_kr(ev, copy.deepcopy(model), unlearned, forget, {r["qa_id"]: True for r in forget}, 0, control)
     assert out["train_rows"] + out["test_rows"] == len(forget) and out["train_rows"] > 0
     assert out["fa_finetuned"] == 1.0 and out["fa_oracle"] == out["fa_unlearned"]
     assert out["fa_oracle_relearned"] == out["fa_relearned"]

@@ -97,6 +97,13 @@ def test_batched_engine_equals_per_sample(tiny, rows, images):
         np.testing.assert_allclose(a, b, atol=1e-5)
         np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-4)
     assert (ev.frame.chosen_option >= 0).sum() == sum(r["form"] == "classification" for r in rows)
+    # correctness-only passes do not decode option-answered rows, and score every row the same
+    lean = evaluate(model, processor, rows, images, batch_size=7, enc=enc, option_texts=False)
+    cls = np.array([r["form"] == "classification" for r in rows])
+    assert cls.any() and (~cls).any()
+    assert list(lean.frame.correct) == list(ev.frame.correct)
+    assert (lean.frame.generated[cls] == "").all()
+    assert list(lean.frame.generated[~cls]) == list(ev.frame.generated[~cls])
 
 
 def test_optimised_scoring_equals_plain_path(tiny, rows, images, monkeypatch):

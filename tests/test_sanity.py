@@ -164,12 +164,6 @@ def test_thresholds_come_from_params(tmp_path):
     assert "ga umu seed 0: FA 0.81, drop 0.19 < 0.2" in by_name(run_checks(root))["forget_moved"]["detail"]
 
 
-def test_variants_match_the_runner():
-    from mmunlearn.methods.runner import VARIANTS as RUNNER_VARIANTS
-
-    assert VARIANTS == RUNNER_VARIANTS
-
-
 @pytest.mark.parametrize("key, value, needle", [
     ("ties", "average", "analysis.ties='average'"),
     ("reliability", "both", "analysis.reliability='both'"),

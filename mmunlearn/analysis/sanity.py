@@ -25,11 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from mmunlearn.data.splits import VARIANTS
 from mmunlearn.errors import UserError
 
-# the variants every method is evaluated on: mmunlearn.methods.runner.VARIANTS (not imported
-# here: that module loads torch)
-VARIANTS = ("icu", "fiu", "umu")
 A_TOLERANCE = 1e-6
 EPS = 1e-9   # bounds are compared with this slack: 1.0 - 0.8 is 0.19999999999999996
 

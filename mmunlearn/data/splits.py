@@ -4,6 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+# The forget sets every method is unlearned and evaluated on: ICU-Bench's sequential tasks, then
+# the FIUBench and UMU-Bench static splits (`unlearn.fiu_ratio`, `unlearn.umu_ratio`).
+VARIANTS = ("icu", "fiu", "umu")
+
 
 def static_split_name(bench: str, ratio: float) -> str:
     """Column name of a static forget split, e.g. ('fiu', 0.05) -> 'fiu_forget05'."""

@@ -12,59 +12,26 @@ the effective output weight), cumulatively over continual tasks.
 """
 from __future__ import annotations
 
-import re
-
 import torch
 
 from mmunlearn.methods.base import Method, register
-from mmunlearn.models.arch import in_part, model_parts, require_parts, unwrap
+from mmunlearn.models.arch import in_part, model_parts, named_modules, on_model_path, require_parts
+from mmunlearn.models.vlm import install_pruning
 
 STATS = ("mean_abs", "frequency", "std", "rms")
 PRUNABLE = ("fc2", "down_proj")
-LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-
-
-PEFT_PREFIX = "base_model.model."
 
 
 def mlp_outputs(model) -> dict[str, torch.nn.Module]:
     """The MLP output projections of the vision and language parts whose input channels are the
     neurons, by name in the underlying transformers model (the same with or without a peft
-    wrapper), on the model's path only (`vision_layers_used`: no pruning budget is spent on a vision
+    wrapper), on the model's path only (`arch.on_model_path`: no pruning budget is spent on a vision
     layer whose output nothing reads); a model without both parts is refused with a clear error."""
     parts = require_parts(model, "manu", ("vision", "language"))
     roots = parts["vision"] + parts["language"]
-    used = vision_layers_used(model)
-
-    def on_path(name: str) -> bool:
-        layer = layer_index(name)
-        return used is None or layer is None or layer < used or not in_part(name, parts["vision"])
     return {n: m for n, m in named_modules(model).items()
-            if n.rsplit(".", 1)[-1] in PRUNABLE and hasattr(m, "in_features") and in_part(n, roots) and on_path(n)}
-
-
-def vision_layers_used(model) -> int | None:
-    """How many vision encoder layers feed the output, where the config says so: LLaVA-style models
-    read the image features from hidden state `vision_feature_layer` (one index or a list; state 0
-    = the embeddings, state i = the output of layer i - 1), so with LLaVA's -2 the last layer's
-    output is never read and its neurons cannot matter. None = every layer (BLIP-2, Qwen2-VL)."""
-    config = getattr(unwrap(model), "config", None)
-    feature = getattr(config, "vision_feature_layer", None)
-    if feature is None:
-        return None
-    states = int(config.vision_config.num_hidden_layers) + 1
-    return max(int(i) % states for i in ([feature] if isinstance(feature, int) else feature))
-
-
-def layer_index(name: str) -> int | None:
-    """The encoder layer of a module name (`...layers.<i>....`), None for a name outside layers."""
-    found = LAYER.search(name)
-    return int(found.group(1)) if found else None
-
-
-def named_modules(model) -> dict[str, torch.nn.Module]:
-    """Modules by name in the underlying transformers model (peft prefix removed)."""
-    return {n.removeprefix(PEFT_PREFIX): m for n, m in model.named_modules()}
+            if n.rsplit(".", 1)[-1] in PRUNABLE and hasattr(m, "in_features") and in_part(n, roots)
+            and on_model_path(model, n)}
 
 
 @torch.no_grad()
@@ -134,31 +101,6 @@ def select_top(scores: dict[str, torch.Tensor], k: float, exclude: dict[str, set
     for j in order[:max(1, int(round(k * total)))]:
         picked.setdefault(entries[j][1], []).append(entries[j][2])
     return {n: sorted(v) for n, v in picked.items()}
-
-
-def install_pruning(model, pruned: dict[str, list[int]]) -> list:
-    """Zero the pruned input channels of each MLP output projection during forward passes."""
-    modules = named_modules(model)
-    hooks = []
-    for name, idx in pruned.items():
-        if not idx:
-            continue
-        keep = torch.ones(modules[name].in_features)
-        keep[idx] = 0
-
-        def pre(_m, inputs, keep=keep):
-            return (inputs[0] * keep.to(inputs[0].dtype),) + tuple(inputs[1:])
-        hooks.append(modules[name].register_forward_pre_hook(pre))
-    return hooks
-
-
-def apply_pruning(model, pruned: dict[str, list[int]]) -> None:
-    """Zero the pruned columns of a merged model's MLP output weights (same effect as the hooks)."""
-    modules = named_modules(model)
-    with torch.no_grad():
-        for name, idx in pruned.items():
-            if idx:
-                modules[name].weight[:, idx] = 0
 
 
 @register

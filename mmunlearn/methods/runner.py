@@ -21,12 +21,11 @@ import pandas as pd
 import torch
 
 from mmunlearn.data.qa import option_pools
-from mmunlearn.data.splits import static_split_name
+from mmunlearn.data.splits import VARIANTS, static_split_name
 from mmunlearn.io import atomic_dir, write_json
 from mmunlearn.methods import get
 from mmunlearn.methods.base import Context, nll_of, trainable
 
-VARIANTS = ("icu", "fiu", "umu")
 PRUNED = "pruned.json"
 
 

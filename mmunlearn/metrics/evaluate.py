@@ -37,9 +37,7 @@ from mmunlearn.metrics import (accuracy, activation_distance, continual_metrics,
                                upper_triangular, zlib_score)
 from mmunlearn.metrics.probes import PROBES, probe_rows
 from mmunlearn.metrics.recovery import kr_gap_reason, kr_summary
-from mmunlearn.metrics.rows import mia_features
-from mmunlearn.metrics.rows import prediction as rows_prediction
-from mmunlearn.metrics.rows import strict_match
+from mmunlearn.metrics.rows import mia_features, prediction, strict_match
 from mmunlearn.params import runtime
 
 HEADLINE = ("FA", "RA", "MIA", "AD", "JS", "retrained_distance")
@@ -136,11 +134,12 @@ class Evaluator:
 
         return load_checkpoint(self.base_dir, adapter_dir)[0]
 
-    def run(self, model, rows: list[dict], keep_dist: bool = False) -> Pass:
+    def run(self, model, rows: list[dict], keep_dist: bool = False, option_texts: bool = False) -> Pass:
+        """The engine's pass; greedy texts of option-answered rows only with `option_texts` (ROUGE)."""
         from mmunlearn.models.engine import evaluate
 
         ev = evaluate(model, self.processor, rows, self.images, self.bs, keep_dist=keep_dist,
-                      enc=self.encoded(rows))
+                      enc=self.encoded(rows), option_texts=option_texts)
         frame = ev.frame.copy()
         for col in ("pair_id", "split", "task", "answer", "profile_id"):
             frame[col] = [r[col] for r in rows]
@@ -226,23 +225,26 @@ def relearned_fa(ev: Evaluator, model, train_rows: list[dict], test_rows: list[d
     return accuracy(ev.run(relearn_model(ev, model, train_rows, seed), test_rows).frame.correct.to_numpy())
 
 
-def oracle_control(ev: Evaluator, oracle, train_rows: list[dict], test_rows: list[dict], seed: int) -> dict:
-    """The oracle (never trained on the forget set) before and after the same relearning: what k
-    steps teach a model that never knew the data. Relearns a copy; `oracle` stays as it is."""
+def oracle_control(ev: Evaluator, oracle, forget_rows: list[dict], seed: int) -> dict:
+    """KR's control for one forget set and seed: the oracle (never trained on the forget set)
+    before and after the relearning of `relearn_kr` (same split, steps and seed), i.e. what k steps
+    teach a model that never knew the data. It does not depend on the method, so stage
+    `evaluate_baselines` computes it once (`kr_controls` reads it back). Relearns a copy."""
     import copy
 
-    if oracle is None:
+    train_rows, test_rows = relearn_split(forget_rows, float(ev.cfg["relearn_fraction"]), seed)
+    if not train_rows or not test_rows:
         return {"fa_oracle": None, "fa_oracle_relearned": None}
     fa = accuracy(ev.run(oracle, test_rows).frame.correct.to_numpy())
     return {"fa_oracle": fa, "fa_oracle_relearned": relearned_fa(ev, copy.deepcopy(oracle), train_rows, test_rows, seed)}
 
 
 def relearn_kr(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], finetuned_correct: dict[str, bool],
-               seed: int, oracle=None) -> dict:
+               seed: int, control: dict | None = None) -> dict:
     """KR (a) and KR_vs_oracle (`metrics.recovery`): every FA by the one row definition
     (`rows.row_correct`, the `correct` of `Evaluator.run`) on the same test rows -- unlearned (its
-    forget pass), fine-tuned (`finetuned_correct`, from `evaluate_baselines`), relearned, oracle and
-    oracle relearned. Nothing is relearned where KR is null anyway (no split, gap below
+    forget pass), fine-tuned (`finetuned_correct`, from `evaluate_baselines`), relearned, and the
+    oracle before / after the same relearning (`control`, `oracle_control`'s output). Nothing is relearned where KR is null anyway (no split, gap below
     `metrics.kr_min_gap`). Relearning trains `model` in place: call last."""
     train_rows, test_rows = relearn_split(forget_rows, float(ev.cfg["relearn_fraction"]), seed)
     gap = float(ev.cfg["kr_min_gap"])
@@ -258,7 +260,7 @@ def relearn_kr(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], fine
     if reason is not None:
         return {**out, **{k: _r(v) for k, v in fa.items()}, "kr": None, "kr_vs_oracle": None,
                 "kr_reason": reason, "kr_vs_oracle_reason": reason}
-    fa.update(oracle_control(ev, oracle, train_rows, test_rows, seed))
+    fa.update(control or {})
     fa["fa_relearned"] = relearned_fa(ev, model, train_rows, test_rows, seed)
     kr = kr_summary(fa["fa_relearned"], fa["fa_unlearned"], fa["fa_finetuned"], fa["fa_oracle"],
                     fa["fa_oracle_relearned"], gap)
@@ -267,22 +269,19 @@ def relearn_kr(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], fine
 
 
 def knowledge_recoverability(ev: Evaluator, model, forget: Pass, forget_rows: list[dict],
-                             finetuned_correct: dict[str, bool], seed: int, oracle=None) -> dict:
+                             finetuned_correct: dict[str, bool], seed: int, control: dict | None = None) -> dict:
     """(a) relearning (`relearn_kr`, with the oracle control) and (b) probes of the failed forget
     rows (strict matching). Relearning trains `model` in place, so the probes run first."""
     probes, probe_score = run_probes(ev, model, forget, forget_rows, seed)
-    relearn = relearn_kr(ev, model, forget, forget_rows, finetuned_correct, seed, oracle)
+    relearn = relearn_kr(ev, model, forget, forget_rows, finetuned_correct, seed, control)
     return {"relearn": relearn, "probe_score": _r(probe_score), "probes": probes}
 
 
-def prediction(frame_row, row: dict) -> str:
-    """What the model answered: the chosen option (classification) or the greedy text."""
-    return rows_prediction(row, int(frame_row.chosen_option), frame_row.generated)
-
-
-def strict(frame_row, row: dict) -> bool:
-    """Strict matching: the chosen option, or the normalized greedy answer equal to the gold one."""
-    return strict_match(prediction(frame_row, row), row["answer"])
+def answered(frame_row, row: dict) -> tuple[str, bool]:
+    """(what the model answered for `row` in its pass: `rows.prediction`; whether that is the gold
+    answer under strict matching)."""
+    pred = prediction(row, int(frame_row.chosen_option), frame_row.generated)
+    return pred, strict_match(pred, row["answer"])
 
 
 def run_probes(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], seed: int) -> tuple[list[dict], float | None]:
@@ -296,16 +295,18 @@ def run_probes(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], seed
     direct = forget.frame.set_index("qa_id")
     by_source: dict[str, dict] = {}
     for fr, row in zip(pf.itertuples(), prows):
-        by_source.setdefault(row["source"], {})[row["probe"]] = {
-            "question": row["question"], "prediction": prediction(fr, row), "correct": bool(strict(fr, row))}
+        pred, ok = answered(fr, row)
+        by_source.setdefault(row["source"], {})[row["probe"]] = {"question": row["question"], "prediction": pred,
+                                                                 "correct": bool(ok)}
     out = []
     for row in failed:
         d = direct.loc[row["qa_id"]]
+        pred, ok = answered(d, row)
         probes = {k: by_source[row["qa_id"]][k] for k in PROBES if k in by_source.get(row["qa_id"], {})}
         score = float(np.mean([p["correct"] for p in probes.values()])) if probes else None
         out.append({"sample_id": row["qa_id"], "question": row["question"], "answer": str(row["answer"]),
                     "view": row["view"], "form": row["form"],
-                    "direct_prediction": prediction(d, row), "direct_correct": bool(strict(d, row)),
+                    "direct_prediction": pred, "direct_correct": bool(ok),
                     "fa_correct": bool(d.correct), "probes": probes, "kr_score": _r(score)})
     scores = [o["kr_score"] for o in out if o["kr_score"] is not None]
     return out, (float(np.mean(scores)) if scores else None)
@@ -344,11 +345,13 @@ def relearn_model(ev: Evaluator, model, rows: list[dict], seed: int):
 
 
 def evaluate_model(ev: Evaluator, model, variant: str, seed: int, oracle=None, oracle_pass=None,
-                   finetuned_correct: dict[str, bool] | None = None, kr: bool = True) -> dict:
-    """Every metric of one model on one variant's forget / retain / holdout rows."""
+                   finetuned_correct: dict[str, bool] | None = None, kr: bool = True,
+                   kr_control: dict | None = None) -> dict:
+    """Every metric of one model on one variant's forget / retain / holdout rows; KR with
+    `finetuned_correct` (and `kr_control`, the oracle's relearning for this variant and seed)."""
     sets = ev.sets(variant)
-    forget = with_rouge(ev.run(model, sets["forget"], keep_dist=oracle is not None))
-    retain = with_rouge(ev.run(model, sets["retain"]))
+    forget = with_rouge(ev.run(model, sets["forget"], keep_dist=oracle is not None, option_texts=True))
+    retain = with_rouge(ev.run(model, sets["retain"], option_texts=True))
     holdout = ev.scores(model, sets["holdout"])
     out = {
         "FA": _r(accuracy(forget.frame.correct.to_numpy())),
@@ -379,7 +382,7 @@ def evaluate_model(ev: Evaluator, model, variant: str, seed: int, oracle=None, o
         out.update(AD=None, JS=None, retrained_distance=None, truth_ratio=None, forget_quality=None)
     out["_forget_pass"], out["_retain_pass"] = forget, retain
     if kr and finetuned_correct is not None:
-        out["kr"] = knowledge_recoverability(ev, model, forget, sets["forget"], finetuned_correct, seed, oracle)
+        out["kr"] = knowledge_recoverability(ev, model, forget, sets["forget"], finetuned_correct, seed, kr_control)
         out["KR"] = out["kr"]["relearn"]["kr"]
         out["KR_vs_oracle"] = out["kr"]["relearn"]["kr_vs_oracle"]
         out["KR_probe"] = out["kr"]["probe_score"]
@@ -438,12 +441,12 @@ def strip(res: dict) -> dict:
 
 
 def evaluate_variant(ev: Evaluator, method: str, variant: str, unlearned_root="models/unlearned",
-                     ft_rows: pd.DataFrame | None = None) -> dict[str, dict]:
+                     ft_rows: pd.DataFrame | None = None, controls: dict | None = None) -> dict[str, dict]:
     """{`<variant>_seed<seed>.json`: document} for the last checkpoint of each seed of one
     variant: the released row (dataset, method, seed, FA, RA, MIA, AD, JS, retrained_distance, KR,
     KR_vs_oracle, KR_probe, ROUGE_*) and every other metric. KR and the continual matrix need the
     fine-tuned model's per-row correctness (`ft_rows`, from `evaluate_baselines`); without it both
-    are skipped."""
+    are skipped. `controls` (`kr_controls`) hold the oracle's relearning per oracle and seed."""
     ft_correct = dict(zip(ft_rows.qa_id, ft_rows.correct.astype(bool))) if ft_rows is not None else None
     oracle, opass, oname = oracle_for(ev, variant)
     docs = {}
@@ -452,7 +455,8 @@ def evaluate_variant(ev: Evaluator, method: str, variant: str, unlearned_root="m
         root = Path(unlearned_root) / variant / method / str(seed)
         last = sorted(p for p in root.iterdir() if p.is_dir())[-1]
         model = ev.load(last)
-        res = evaluate_model(ev, model, variant, int(seed), oracle, opass, ft_correct)
+        control = (controls or {}).get(oname, {}).get(str(seed))
+        res = evaluate_model(ev, model, variant, int(seed), oracle, opass, ft_correct, kr_control=control)
         cont = None
         if variant == "icu" and ft_rows is not None:
             cont = continual(ev, root, res["_forget_pass"], res["_retain_pass"], ft_rows)
@@ -475,6 +479,14 @@ def finetuned_rows(out_root="outputs/eval") -> pd.DataFrame:
     return pd.read_parquet(Path(out_root) / "baselines" / "finetuned_rows.parquet")
 
 
+def kr_controls(out_root="outputs/eval") -> dict[str, dict]:
+    """{oracle name: {seed: `oracle_control`}} as `evaluate_baselines` wrote them."""
+    import json
+
+    docs = (json.loads(p.read_text()) for p in sorted((Path(out_root) / "baselines").glob("oracle_*.json")))
+    return {d["oracle"]: d.get("kr_control", {}) for d in docs}
+
+
 def write_method(out_root, method: str, docs: dict[str, dict]) -> dict:
     """outputs/eval/<method>/ with every document (written whole or not at all); the rows."""
     from mmunlearn.io import atomic_dir
@@ -491,16 +503,17 @@ def evaluate_method(params: dict, method: str, unlearned_root="models/unlearned"
     """`evaluate_variant` for every variant -> outputs/eval/<method>/; `kr=False` skips KR and the
     continual matrix (no baselines needed)."""
     ev = Evaluator(params, base_dir=base_dir, data_dir=data_dir, progress=progress, oracle_root=oracle_root)
-    ft = finetuned_rows(out_root) if kr else None
+    ft, controls = (finetuned_rows(out_root), kr_controls(out_root)) if kr else (None, None)
     docs = {}
     for variant in variants:
-        docs.update(evaluate_variant(ev, method, variant, unlearned_root, ft))
+        docs.update(evaluate_variant(ev, method, variant, unlearned_root, ft, controls))
     return write_method(out_root, method, docs)
 
 
 def _baseline_job(args: tuple) -> dict:
     """The fine-tuned model's per-row correctness on every trained row (`variant` None), or its
-    metrics on one variant vs the variant's oracle, and the oracle's own."""
+    metrics on one variant vs the variant's oracle, and the oracle's own with KR's oracle control
+    per unlearning seed (`oracle_control`)."""
     params, variant = args
     ev = Evaluator(params)
     ft = ev.load(Path("models/finetuned"))
@@ -511,7 +524,10 @@ def _baseline_job(args: tuple) -> dict:
     seed = int(params["seed"])
     docs = {f"finetuned_{variant}.json": {"oracle": oname, **strip(evaluate_model(ev, ft, variant, seed, oracle, opass, kr=False))}}
     if oracle is not None:
-        docs[f"oracle_{oname}.json"] = {"variant": variant, **strip(evaluate_model(ev, oracle, variant, seed, kr=False))}
+        forget_rows = ev.sets(variant)["forget"]
+        control = {str(s): oracle_control(ev, oracle, forget_rows, int(s)) for s in params["seeds"]}
+        docs[f"oracle_{oname}.json"] = {"variant": variant, "oracle": oname, "kr_control": control,
+                                        **strip(evaluate_model(ev, oracle, variant, seed, kr=False))}
     return docs
 
 

@@ -4,6 +4,8 @@ every model the same way:
 - `model_parts`: the vision / projector / language parts of a model by module name (LLaVA:
   vision_tower, multi_modal_projector, language_model + lm_head; BLIP-2: vision_model,
   query_tokens + qformer + language_projection, language_model; Qwen2-VL: visual, -, language_model).
+- `named_modules` / `on_model_path`: modules by name with or without a peft wrapper, and whether
+  one feeds the output at all (LLaVA's vision layers after `vision_feature_layer` do not).
 - `language_hidden_states`: the language model's hidden states of a forward output (BLIP-2 nests
   them in `language_model_outputs`).
 - `no_image_inputs` / `generate`: a batch without images on a model whose forward always runs the
@@ -13,6 +15,7 @@ every model the same way:
 from __future__ import annotations
 
 import inspect
+import re
 import weakref
 
 import torch
@@ -24,6 +27,10 @@ PART_NAMES = {
     "projector": ("multi_modal_projector", "query_tokens", "qformer", "language_projection"),
     "language": ("language_model", "lm_head"),
 }
+
+
+LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+PEFT_PREFIX = "base_model.model."
 
 
 class UnsupportedModel(UserError):
@@ -72,6 +79,37 @@ def require_parts(model, method: str, parts: tuple[str, ...]) -> dict[str, list[
 
 def in_part(name: str, roots: list[str]) -> bool:
     return any(name == r or name.startswith(r + ".") for r in roots)
+
+
+def vision_layers_used(model) -> int | None:
+    """How many vision encoder layers feed the output, where the config says so: LLaVA-style models
+    read the image features from hidden state `vision_feature_layer` (one index or a list; state 0
+    = the embeddings, state i = the output of layer i - 1), so with LLaVA's -2 the last layer's
+    output is never read and its neurons cannot matter. None = every layer (BLIP-2, Qwen2-VL)."""
+    config = getattr(unwrap(model), "config", None)
+    feature = getattr(config, "vision_feature_layer", None)
+    if feature is None:
+        return None
+    states = int(config.vision_config.num_hidden_layers) + 1
+    return max(int(i) % states for i in ([feature] if isinstance(feature, int) else feature))
+
+
+def layer_index(name: str) -> int | None:
+    """The encoder layer of a module name (`...layers.<i>....`), None for a name outside layers."""
+    found = LAYER.search(name)
+    return int(found.group(1)) if found else None
+
+
+def named_modules(model) -> dict[str, torch.nn.Module]:
+    """Modules by name in the underlying transformers model (peft prefix removed)."""
+    return {n.removeprefix(PEFT_PREFIX): m for n, m in model.named_modules()}
+
+
+def on_model_path(model, name: str) -> bool:
+    """Whether module `name` (`named_modules` naming) can change the output: False only for a vision
+    layer at or after `vision_layers_used` (LLaVA-style configs); True for everything else."""
+    used, layer = vision_layers_used(model), layer_index(name)
+    return used is None or layer is None or layer < used or not in_part(name, model_parts(model)["vision"])
 
 
 def language_hidden_states(out):

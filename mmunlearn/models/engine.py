@@ -757,17 +757,20 @@ def generate(model, processor, enc: Encoded, batch_size: int = 64, max_new_token
 
 
 def greedy_texts(model, processor, enc: Encoded, exact: np.ndarray, batch_size: int = 64,
-                 max_new_tokens: int = 24) -> list[str]:
+                 max_new_tokens: int = 24, skip: np.ndarray | None = None) -> list[str]:
     """`generate`'s texts, decoding only rows whose greedy answer is not known already: where the
     teacher-forced argmax is the target at every answer position including EOS (`exact`, from
     `score`), greedy decoding emits exactly the target tokens and stops, so the text is the target
     decoded (up to float rounding between the cached and the full pass, which the engine's tests
-    and benchmarks/eval.py check). A memorising model's retain rows skip decoding entirely."""
+    and benchmarks/eval.py check). A memorising model's retain rows skip decoding entirely. Rows
+    where `skip` is true are not decoded at all (text "")."""
     tok = processor.tokenizer
     texts: list[str] = [""] * len(enc)
     todo = []
     for i, ids in enumerate(enc.input_ids):
         answer = ids[enc.prompt_len[i]:]
+        if skip is not None and skip[i]:
+            continue
         if exact[i] and len(answer) <= max_new_tokens:
             texts[i] = tok.decode(answer, skip_special_tokens=True).strip()
         else:
@@ -811,15 +814,19 @@ class Evaluation:
 
 def evaluate(model, processor, rows: Sequence[dict], images: Callable, batch_size: int = 64,
              keep_dist: bool = False, hidden_layer: int = -2, enc: Encoded | None = None,
-             progress: bool = False) -> Evaluation:
+             progress: bool = False, option_texts: bool = True) -> Evaluation:
     """Per row, in input order: the greedy answer (decoded only where teacher forcing is not
-    exact), the chosen option, and `correct` by the one row definition (`metrics.rows.row_correct`)."""
+    exact), the chosen option, and `correct` by the one row definition (`metrics.rows.row_correct`).
+    `option_texts=False`: rows answered by an option get no greedy text ("": it would feed only
+    ROUGE, never `correct`), for passes that need correctness alone."""
     from mmunlearn.metrics.rows import row_correct
 
     enc = enc if enc is not None else encode(processor, rows, images)
     s = score(model, enc, processor.tokenizer.pad_token_id, batch_size, keep_dist, hidden_layer, progress)
     choice = choose_options(model, processor, rows, images, batch_size, enc=enc)
-    texts = greedy_texts(model, processor, enc, s.exact, batch_size)
+    by_option = np.array([r["form"] == "classification" for r in rows], dtype=bool) & (np.asarray(choice) >= 0)
+    skip = None if option_texts else by_option
+    texts = greedy_texts(model, processor, enc, s.exact, batch_size, skip=skip)
     frame = pd.DataFrame({"qa_id": [r["qa_id"] for r in rows], "form": [r["form"] for r in rows],
                           "view": [r["view"] for r in rows]})
     frame["generated"] = texts

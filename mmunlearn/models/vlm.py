@@ -74,7 +74,39 @@ def load_checkpoint(base_dir: str | Path, adapter_dir: str | Path):
     model, processor = load_vlm(base_source(base_dir), adapter_dir, merge=True)
     pruned = Path(adapter_dir) / "pruned.json"
     if pruned.is_file():
-        from mmunlearn.methods.manu import apply_pruning
-
         apply_pruning(model, json.loads(pruned.read_text()))
     return model, processor
+
+
+def install_pruning(model, pruned: dict[str, list[int]]) -> list:
+    """Zero the pruned input channels of each MLP output projection during forward passes (MANU's
+    pruning while it unlearns; `apply_pruning` bakes the same into a saved checkpoint's weights)."""
+    import torch
+
+    from mmunlearn.models.arch import named_modules
+
+    modules = named_modules(model)
+    hooks = []
+    for name, idx in pruned.items():
+        if not idx:
+            continue
+        keep = torch.ones(modules[name].in_features)
+        keep[idx] = 0
+
+        def pre(_m, inputs, keep=keep):
+            return (inputs[0] * keep.to(inputs[0].dtype),) + tuple(inputs[1:])
+        hooks.append(modules[name].register_forward_pre_hook(pre))
+    return hooks
+
+
+def apply_pruning(model, pruned: dict[str, list[int]]) -> None:
+    """Zero the pruned columns of a merged model's MLP output weights (same effect as the hooks)."""
+    import torch
+
+    from mmunlearn.models.arch import named_modules
+
+    modules = named_modules(model)
+    with torch.no_grad():
+        for name, idx in pruned.items():
+            if idx:
+                modules[name].weight[:, idx] = 0

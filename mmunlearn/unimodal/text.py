@@ -48,11 +48,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mmunlearn.data.splits import VARIANTS
 from mmunlearn.errors import UserError
 from mmunlearn.params import ParamError, _per_scale, runtime
 
 KEY = "unimodal.text"
-VARIANTS = ("icu", "fiu", "umu")
 SETTINGS = tuple(f"text_{v}" for v in VARIANTS)
 DEFAULT_CFG: dict = {
     "model": "",                                           # causal-LM checkpoint dir; "" = the base VLM's LM
@@ -246,7 +246,7 @@ def train_lora(lm, data: RowSet, pad_id: int, params: dict, epochs: float, batch
 def merged(model, pruned: dict | None = None):
     """An inference copy of a LoRA model: the adapters merged by peft (`merge_and_unload` of a
     copy; `model` is untouched), pruned neurons (MANU) zeroed, no gradients."""
-    from mmunlearn.methods.manu import apply_pruning
+    from mmunlearn.models.vlm import apply_pruning
 
     out = copy.deepcopy(model).merge_and_unload().eval()
     if pruned:
