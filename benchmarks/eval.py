@@ -42,7 +42,8 @@ def main() -> None:
     import torch
 
     from mmunlearn.models.encode import encode, file_images
-    from mmunlearn.models.engine import evaluate, generate, generate_per_sample
+    from benchmarks.per_sample import generate_per_sample
+    from mmunlearn.models.engine import evaluate, generate
 
     torch.manual_seed(0)
     root = Path(args.root)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from mmunlearn.models import engine
 from mmunlearn.models.arch import UnsupportedModel, model_parts, no_image_inputs
 from mmunlearn.models.base import chat_corpus
 from mmunlearn.models.encode import collate, encode, prompt
-from mmunlearn.models.engine import choose_options, generate, generate_per_sample, score
+from benchmarks.per_sample import generate_per_sample
+from mmunlearn.models.engine import choose_options, generate, score
 from mmunlearn.models.scoring import answer_nll
 from mmunlearn.models.tiny import PRESETS, build_tiny_blip2
 from mmunlearn.models.vlm import TINY_PRESETS, load_vlm
@@ -103,31 +103,29 @@ def test_text_only_batch_is_the_language_model_alone(tiny, rows, images):
 
 
 def test_engine_fast_paths_equal_plain_per_sample(tiny, rows, images):
-    """Feature reuse per image (Q-Former outputs), last decoder layer on answer positions, two
-    streams and packed options: all taken for BLIP-2 (their one-row checks pass) and equal to the
-    plain pass; batched greedy generation equals the per-sample generate loop."""
+    """Feature reuse per image (Q-Former outputs), the last decoder layer on answer positions and
+    packed options: all taken for BLIP-2 (their one-row checks pass) and equal to the reference
+    pass; batched greedy generation equals the per-sample generate loop."""
+    from mmunlearn.models import fastpath
+
     model, processor = tiny
     pad = processor.tokenizer.pad_token_id
     enc = encode(processor, rows, images)
-    plain = score(model, enc, pad, batch_size=1, keep_dist=True, reuse_images=False, answer_tail=False,
-                  packed_linear=False, workers=1)
-    plans = [engine._hook_plan(model, -2, True, True), engine._hook_plan(model, None, True, True)]
-    assert all(any(kind == "tail" for _, kind in plan) for plan in plans)
-    fasts = [score(model, enc, pad, batch_size=5, keep_dist=True, workers=w) for w in (1, 2)]
-    assert engine._FAST_OK[model] and all(engine._FAST_OK[model].values())
-    assert any(key[0] for key in engine._FAST_OK[model])  # image-feature reuse was checked and kept
-    for fast in fasts:
-        assert np.array_equal(fast.exact, plain.exact) and np.array_equal(fast.n_tokens, plain.n_tokens)
-        for f in ("logprob_sum", "max_prob", "neg_entropy", "margin", "hidden"):
-            np.testing.assert_allclose(getattr(fast, f), getattr(plain, f), rtol=1e-5, atol=1e-5, err_msg=f)
-        for a, b in zip(fast.dist, plain.dist):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    plain = score(model, enc, pad, batch_size=1, keep_dist=True, fast=False)
+    assert fastpath.tail_modules(model, -2) and fastpath.tail_modules(model, None)
+    assert fastpath.FastPath.candidates(model, enc, -2) == ("images", "tail")
+    fast = score(model, enc, pad, batch_size=5, keep_dist=True)
+    assert fastpath._CHECKED[fastpath.config_key(model, "score", ("images", "tail"), -2)] is True
+    assert np.array_equal(fast.exact, plain.exact) and np.array_equal(fast.n_tokens, plain.n_tokens)
+    for f in ("logprob_sum", "max_prob", "neg_entropy", "margin", "hidden"):
+        np.testing.assert_allclose(getattr(fast, f), getattr(plain, f), rtol=1e-5, atol=1e-5, err_msg=f)
+    for a, b in zip(fast.dist, plain.dist):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     cls = [r for r in rows if r["form"] == "classification"]
     assert {isinstance(r["image"], str) and bool(r["image"]) for r in cls} == {True, False}
-    shared = choose_options(model, processor, cls, images, batch_size=3)
-    assert engine._SHARED_OK.get(model) is True
-    assert np.array_equal(shared, choose_options(model, processor, cls, images, batch_size=1, shared_prompt=False,
-                                                 workers=1))
+    packed = choose_options(model, processor, cls, images, batch_size=3)
+    assert fastpath._CHECKED[fastpath.config_key(model, "options", True)] is True
+    assert np.array_equal(packed, choose_options(model, processor, cls, images, batch_size=1, fast=False))
     loop = generate_per_sample(model, processor, rows, images, max_new_tokens=6)
     assert generate(model, processor, enc, batch_size=5, max_new_tokens=6) == loop
 

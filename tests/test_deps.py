@@ -388,7 +388,7 @@ def reaching(root: Path, rel: str) -> set[str]:
 
 
 @pytest.mark.parametrize("rel", ["mmunlearn/methods/npo.py", "mmunlearn/methods/npo_diff.py",
-                                 "mmunlearn/methods/manu.py", "mmunlearn/models/onednn.py"])
+                                 "mmunlearn/methods/manu.py", "mmunlearn/models/fastpath.py"])
 def test_an_edit_invalidates_every_stage_that_reaches_it_and_no_other_method_item(locked, rel):
     path = locked / rel
     before = path.read_text()

@@ -530,7 +530,7 @@ def test_relearn_kr_on_a_tiny_model(smoke_dataset, tmp_path):
     import copy
 
     torch = pytest.importorskip("torch")
-    from mmunlearn.metrics.evaluate import Evaluator, oracle_control, relearn_kr
+    from mmunlearn.metrics.evaluate import Evaluator, oracle_control, relearn_folds, relearn_kr
     from mmunlearn.models.base import chat_corpus
     from mmunlearn.models.tiny import build_tiny_llava
 
@@ -543,25 +543,33 @@ def test_relearn_kr_on_a_tiny_model(smoke_dataset, tmp_path):
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     p = copy.deepcopy(params)
-    p["metrics"].update(relearn_steps=2, batch_size=16)
+    p["metrics"].update(relearn_steps=2, batch_size=16, relearn_fraction=0.5)
     p["finetune"]["batch_size"] = 4
     ev = Evaluator(p, base_dir=tmp_path, data_dir=root / "data")
+    # cross-fitting: 2 folds; each pair relearned on in one fold and measured in the other
+    folds = relearn_folds(forget, 0.5, 0)
+    assert len(folds) == 2 and all(a and b for a, b in folds)
+    assert sorted(r["qa_id"] for a, _ in folds for r in a) == sorted(r["qa_id"] for r in forget)
+    assert folds[0][0] == folds[1][1] and folds[0][1] == folds[1][0]
+    assert len(relearn_folds(forget, 0.25, 0)) == 4 and relearn_folds(forget[:2], 0.5, 0) == []
     unlearned = ev.run(model, forget)
-    oracle = copy.deepcopy(model)
-    before = {k: v.clone() for k, v in oracle.state_dict().items()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     # the oracle IS the unlearned model here: the same steps teach it exactly as much, so the
     # recovery beyond the oracle is 0; the fine-tuned model knew every test row (FA 1)
-    control = oracle_control(ev, oracle, forget, 0)
-    out = relearn_kr(ev, copy.deepcopy(model), unlearned, forget, {r["qa_id"]: True for r in forget}, 0, control)
-    assert out["train_rows"] + out["test_rows"] == len(forget) and out["train_rows"] > 0
+    control = oracle_control(ev, model, forget, 0)
+    out = relearn_kr(ev, model, unlearned, forget, {r["qa_id"]: True for r in forget}, 0, control)
+    assert [f["train_rows"] + f["test_rows"] for f in out["folds"]] == [len(forget)] * 2
     assert out["fa_finetuned"] == 1.0 and out["fa_oracle"] == out["fa_unlearned"]
+    assert out["fa_unlearned"] == pytest.approx(unlearned.frame.correct.mean(), abs=1e-6)  # every row measured once
     assert out["fa_oracle_relearned"] == out["fa_relearned"]
     assert out["kr"] == pytest.approx((out["fa_relearned"] - out["fa_unlearned"]) / (1 - out["fa_unlearned"]), abs=1e-6)
     assert out["kr_vs_oracle"] == 0.0 and out["kr_reason"] is None
-    assert all(torch.equal(before[k], v) for k, v in oracle.state_dict().items())  # relearned a copy
+    # relearning adapters are unloaded: the model is bit-identical and is a plain model again
+    assert model.state_dict().keys() == before.keys()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     # fine-tuned correctness = the unlearned model's own: nothing was forgotten -> null, with why
     own = dict(zip(unlearned.frame.qa_id, unlearned.frame.correct))
-    none = relearn_kr(ev, copy.deepcopy(model), unlearned, forget, own, 0, None)
+    none = relearn_kr(ev, model, unlearned, forget, own, 0, None)
     assert none["kr"] is None and none["kr_vs_oracle"] is None
     assert none["kr_reason"] == "FA_finetuned - FA_unlearned = 0 < metrics.kr_min_gap 0.2"
     assert none["fa_unlearned"] == none["fa_finetuned"] and none["fa_relearned"] is None  # not relearned

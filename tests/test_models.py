@@ -9,7 +9,8 @@ import torch
 
 from mmunlearn.models.base import chat_corpus
 from mmunlearn.models.encode import collate, encode, prompt
-from mmunlearn.models.engine import evaluate, generate, generate_per_sample, score
+from benchmarks.per_sample import generate_per_sample
+from mmunlearn.models.engine import evaluate, generate, score
 from mmunlearn.models.finetune import add_lora
 from mmunlearn.models.scoring import answer_nll, sequence_logprob
 from mmunlearn.models.tiny import build_tiny_llava
@@ -106,9 +107,12 @@ def test_batched_engine_equals_per_sample(tiny, rows, images):
     assert list(lean.frame.generated[~cls]) == list(ev.frame.generated[~cls])
 
 
-def test_optimised_scoring_equals_plain_path(tiny, rows, images, monkeypatch):
-    """Image features once per distinct image + parallel batch streams == the plain forward pass
-    (vision tower on every row's pixels, one stream), for every field of Scores."""
+def test_fast_paths_equal_the_reference_pass(tiny, rows, images, monkeypatch):
+    """Image features once per distinct image + the last layer on answer positions == the
+    reference pass (vision tower on every row's pixels, every position), for every field of
+    Scores; each part checked once per model configuration and kept."""
+    from mmunlearn.models import fastpath
+
     model, processor = tiny
     refs = [r["image"] for r in rows if isinstance(r.get("image"), str) and r["image"]]
     assert len(set(refs)) < len(refs), "fixture should ask several questions about one image"
@@ -120,8 +124,7 @@ def test_optimised_scoring_equals_plain_path(tiny, rows, images, monkeypatch):
             assert ids[:n] == ref["input_ids"][0].tolist()
             assert torch.equal(enc.pixels[row["image"]]["pixel_values"], ref["pixel_values"])
     pad = processor.tokenizer.pad_token_id
-    plain = score(model, enc, pad, batch_size=5, keep_dist=True, reuse_images=False, answer_tail=False,
-                  packed_linear=False, workers=1)
+    plain = score(model, enc, pad, batch_size=5, keep_dist=True, fast=False)
     seen = []
     inner = model.get_image_features
 
@@ -130,52 +133,58 @@ def test_optimised_scoring_equals_plain_path(tiny, rows, images, monkeypatch):
         return inner(pixel_values=pixel_values, **kw)
 
     monkeypatch.setattr(model, "get_image_features", counting)
-    one = score(model, enc, pad, batch_size=5, keep_dist=True, workers=1)
-    if torch.backends.mkldnn.is_available():  # oneDNN linears taken (their one-row check passed)
-        from mmunlearn.models import engine
-
-        kept = [key for key, ok in engine._FAST_OK[model].items() if ok]
-        assert any("packed" in key[1] and "tail" in key[1] and "head" in key[1] for key in kept)
-    assert sum(seen) <= len(set(refs)) + 1  # + the one-row self-check (first call per model)
-    two = score(model, enc, pad, batch_size=5, keep_dist=True, workers=2)
-    for fast in (one, two):
-        assert np.array_equal(fast.exact, plain.exact) and np.array_equal(fast.n_tokens, plain.n_tokens)
-        for f in ("logprob_sum", "max_prob", "neg_entropy", "margin", "hidden"):
-            np.testing.assert_allclose(getattr(fast, f), getattr(plain, f), rtol=1e-5, atol=1e-5, err_msg=f)
-        for f in ("token_logprobs", "token_zpp", "dist"):
-            for a, b in zip(getattr(fast, f), getattr(plain, f)):
-                assert a.dtype == b.dtype and a.shape == b.shape
-                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=f)
-        assert all(np.array_equal(a, b) for a, b in zip(fast.token_ids, plain.token_ids))
+    fast = score(model, enc, pad, batch_size=5, keep_dist=True)
+    assert fastpath.FastPath.candidates(model, enc, -2) == ("images", "tail")
+    assert fastpath._CHECKED[fastpath.config_key(model, "score", ("images", "tail"), -2)] is True
+    assert sum(seen) <= len(set(refs)) + 1  # + the one-row check (first call per configuration)
+    assert np.array_equal(fast.exact, plain.exact) and np.array_equal(fast.n_tokens, plain.n_tokens)
+    for f in ("logprob_sum", "max_prob", "neg_entropy", "margin", "hidden"):
+        np.testing.assert_allclose(getattr(fast, f), getattr(plain, f), rtol=1e-5, atol=1e-5, err_msg=f)
+    for f in ("token_logprobs", "token_zpp", "dist"):
+        for a, b in zip(getattr(fast, f), getattr(plain, f)):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=f)
+    assert all(np.array_equal(a, b) for a, b in zip(fast.token_ids, plain.token_ids))
     assert score(model, enc, pad, hidden_layer=None).hidden.shape == (len(rows), 0)
 
 
-def test_shared_prompt_option_scoring_equals_full(tiny, rows, images):
+def test_a_failed_check_falls_back_to_the_reference_pass(tiny, rows, images, monkeypatch):
+    """A configuration whose fast part is not exact gets the reference pass (same scores)."""
+    from mmunlearn.models import fastpath
+
+    model, processor = tiny
+    few = [r for r in rows if isinstance(r.get("image"), str) and r["image"]][:6] + [r for r in rows if not r.get("image")][:2]
+    enc = encode(processor, few, images)
+    pad = processor.tokenizer.pad_token_id
+    plain = score(model, enc, pad, batch_size=4, fast=False)
+    monkeypatch.setattr(fastpath, "_CHECKED", {})
+    monkeypatch.setattr(fastpath, "answer_positions", lambda batch: (1, None))  # the tail drops answer logits
+    got = score(model, enc, pad, batch_size=4)
+    verdicts = {key[-2]: ok for key, ok in fastpath._CHECKED.items()}
+    assert verdicts == {("images", "tail"): False, ("images",): True}
+    np.testing.assert_allclose(got.logprob_sum, plain.logprob_sum, rtol=1e-5, atol=1e-5)
+
+
+def test_packed_option_scoring_equals_full(tiny, rows, images):
     """Classification: prompt once with every option packed after it == each option sequence scored
     in full (summed log-probabilities to 1e-4, same chosen option)."""
-    from mmunlearn.models import engine
+    from mmunlearn.models import engine, fastpath
+    from mmunlearn.models.encode import repeat
 
     model, processor = tiny
     cls = [r for r in rows if r["form"] == "classification"]
     assert cls
     pad = processor.tokenizer.pad_token_id
-    flat = [(r, o) for r in cls for o in r["options"]]
-    enc = encode(processor, [r for r, _ in flat], images, answers=[o for _, o in flat])
-    full = score(model, enc, pad, batch_size=5, hidden_layer=None, reuse_images=False, answer_tail=False,
-                 packed_linear=False, workers=1)
-    heads = [k for k in range(len(flat)) if k == 0 or flat[k][0] is not flat[k - 1][0]]
-    penc = engine.Encoded(input_ids=[enc.input_ids[k] for k in heads], prompt_len=[enc.prompt_len[k] for k in heads],
-                          image=[enc.image[k] for k in heads], pixels=enc.pixels)
-    targets = [[enc.input_ids[k][enc.prompt_len[k]:] for k in range(h, h + len(flat[h][0]["options"]))] for h in heads]
-    for workers in (1, 2):
-        packed = np.concatenate(engine._packed_option_sums(model, penc, targets, pad, 3, workers))
-        np.testing.assert_allclose(packed, full.logprob_sum, rtol=1e-5, atol=1e-4)
-    shared = engine.choose_options(model, processor, cls, images, batch_size=3)
-    assert engine._SHARED_OK.get(model) is True
-    assert np.array_equal(shared, engine.choose_options(model, processor, cls, images, batch_size=3,
-                                                        shared_prompt=False))
+    flat_rows, answers, owner = engine.option_sequences(cls)
+    flat = repeat(encode(processor, cls, images), owner, processor.tokenizer, answers)
+    full = score(model, flat, pad, batch_size=5, hidden_layer=None, fast=False)
+    packed = fastpath.option_sums(model, flat, owner, pad, 3)
+    assert packed is not None
+    np.testing.assert_allclose(packed, full.logprob_sum, rtol=1e-5, atol=1e-4)
+    chosen = engine.choose_options(model, processor, cls, images, batch_size=3)
+    assert np.array_equal(chosen, engine.choose_options(model, processor, cls, images, batch_size=3, fast=False))
     # the rows' own encoding reused for the options (no image processed again): same choice
-    assert np.array_equal(shared, engine.choose_options(model, processor, cls, images, batch_size=3,
+    assert np.array_equal(chosen, engine.choose_options(model, processor, cls, images, batch_size=3,
                                                         enc=encode(processor, cls, images)))
 
 

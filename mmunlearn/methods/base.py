@@ -120,17 +120,13 @@ class Method:
     run_task = None  # a method without gradient steps sets this to a callable(ctx, method)
 
     def unlearn_task(self, ctx: Context, steps: int) -> None:
-        """One forget task: `begin_task`, then `run_task` or `steps` steps, with the linear
-        layers of the model and the reference through oneDNN (`models.onednn`)."""
-        from mmunlearn.models import onednn
-
-        with onednn.accelerated(ctx.model), onednn.accelerated(ctx.ref):
-            self.begin_task(ctx)
-            if self.run_task is not None:
-                self.run_task(ctx)
-            else:
-                for _ in range(steps):
-                    self.step(ctx)
+        """One forget task: `begin_task`, then `run_task` or `steps` steps."""
+        self.begin_task(ctx)
+        if self.run_task is not None:
+            self.run_task(ctx)
+        else:
+            for _ in range(steps):
+                self.step(ctx)
 
 
 def random_wrong_answers(rows: list[dict], pools: dict, rng: np.random.Generator) -> list[str]:

@@ -207,53 +207,69 @@ def with_rouge(p: Pass) -> Pass:
     return p
 
 
-def relearn_split(forget_rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """(train rows, test rows) of KR (a): a seeded `fraction` of the forget pairs (both views of a
-    fact on the same side) to relearn on, the rest to measure on; no split with one pair."""
+def relearn_folds(forget_rows: list[dict], fraction: float, seed: int) -> list[tuple[list[dict], list[dict]]]:
+    """(train rows, test rows) per fold of KR (a): the forget pairs (both views of a fact on the
+    same side) in a seeded order, cut into K = round(1 / `fraction`) near-equal parts (at least 2);
+    fold j relearns on part j and is measured on the others. Every pair is relearned on once and
+    measured in every other fold, so no single random split decides KR (cross-fitting). No fold
+    with fewer than 2 pairs."""
     pairs = sorted({r["pair_id"] for r in forget_rows})
-    if len(pairs) < 2:
-        return [], list(forget_rows)
-    rng = np.random.default_rng([seed, 0x4B])
-    n = max(1, int(round(len(pairs) * float(fraction))))
-    chosen = set(np.array(pairs)[rng.permutation(len(pairs))[:n]].tolist())
-    return ([r for r in forget_rows if r["pair_id"] in chosen],
-            [r for r in forget_rows if r["pair_id"] not in chosen])
+    k = min(len(pairs), max(2, int(round(1 / float(fraction)))))
+    if k < 2:
+        return []
+    order = np.array(pairs)[np.random.default_rng([seed, 0x4B]).permutation(len(pairs))]
+    parts = [set(p.tolist()) for p in np.array_split(order, k)]
+    return [([r for r in forget_rows if r["pair_id"] in part], [r for r in forget_rows if r["pair_id"] not in part])
+            for part in parts]
 
 
-def relearned_fa(ev: Evaluator, model, train_rows: list[dict], test_rows: list[dict], seed: int) -> float | None:
-    """FA on `test_rows` after `relearn_model` on `train_rows` (trains `model` in place)."""
-    return accuracy(ev.run(relearn_model(ev, model, train_rows, seed), test_rows).frame.correct.to_numpy())
+def relearned_correct(ev: Evaluator, model, folds, seed: int) -> np.ndarray:
+    """Per (fold, test row), in fold order: correct after `relearn_model` on the fold's train
+    rows. Each fold's adapter is unloaded afterwards, so `model` is left as it was."""
+    out = []
+    for train_rows, test_rows in folds:
+        relearned = relearn_model(ev, model, train_rows, seed)
+        try:
+            out.append(ev.run(relearned, test_rows).frame.correct.to_numpy(dtype=bool))
+        finally:
+            relearned.unload()
+    return np.concatenate(out) if out else np.zeros(0, dtype=bool)
+
+
+def fold_ids(folds) -> list[str]:
+    """The test rows' qa_ids of every fold, in fold order (a row once per fold it is tested in)."""
+    return [r["qa_id"] for _, test_rows in folds for r in test_rows]
 
 
 def oracle_control(ev: Evaluator, oracle, forget_rows: list[dict], seed: int) -> dict:
     """KR's control for one forget set and seed: the oracle (never trained on the forget set)
-    before and after the relearning of `relearn_kr` (same split, steps and seed), i.e. what k steps
-    teach a model that never knew the data. It does not depend on the method, so stage
-    `evaluate_baselines` computes it once (`kr_controls` reads it back). Relearns a copy."""
-    import copy
-
-    train_rows, test_rows = relearn_split(forget_rows, float(ev.cfg["relearn_fraction"]), seed)
-    if not train_rows or not test_rows:
+    before and after the relearning of `relearn_kr` (same folds, steps and seed), i.e. what k
+    steps teach a model that never knew the data. It does not depend on the method, so stage
+    `evaluate_baselines` computes it once (`kr_controls` reads it back)."""
+    folds = relearn_folds(forget_rows, float(ev.cfg["relearn_fraction"]), seed)
+    if not folds:
         return {"fa_oracle": None, "fa_oracle_relearned": None}
-    fa = accuracy(ev.run(oracle, test_rows).frame.correct.to_numpy())
-    return {"fa_oracle": fa, "fa_oracle_relearned": relearned_fa(ev, copy.deepcopy(oracle), train_rows, test_rows, seed)}
+    before = ev.run(oracle, forget_rows).frame.set_index("qa_id").correct
+    return {"fa_oracle": accuracy(before[fold_ids(folds)].to_numpy(dtype=bool)),
+            "fa_oracle_relearned": accuracy(relearned_correct(ev, oracle, folds, seed))}
 
 
 def relearn_kr(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], finetuned_correct: dict[str, bool],
                seed: int, control: dict | None = None) -> dict:
-    """KR (a) and KR_vs_oracle (`metrics.recovery`): every FA by the one row definition
-    (`rows.row_correct`, the `correct` of `Evaluator.run`) on the same test rows -- unlearned (its
-    forget pass), fine-tuned (`finetuned_correct`, from `evaluate_baselines`), relearned, and the
-    oracle before / after the same relearning (`control`, `oracle_control`'s output). Nothing is relearned where KR is null anyway (no split, gap below
-    `metrics.kr_min_gap`). Relearning trains `model` in place: call last."""
-    train_rows, test_rows = relearn_split(forget_rows, float(ev.cfg["relearn_fraction"]), seed)
+    """KR (a) and KR_vs_oracle (`metrics.recovery`), cross-fitted over `relearn_folds`: every FA
+    is pooled over the (fold, test row) pairs and scored by the one row definition
+    (`rows.row_correct`, the `correct` of `Evaluator.run`) -- unlearned (its forget pass),
+    fine-tuned (`finetuned_correct`, from `evaluate_baselines`), relearned, and the oracle before
+    / after the same relearning (`control`, `oracle_control`'s output). Nothing is relearned where
+    KR is null anyway (no folds, gap below `metrics.kr_min_gap`); `model` is left as it was."""
+    folds = relearn_folds(forget_rows, float(ev.cfg["relearn_fraction"]), seed)
     gap = float(ev.cfg["kr_min_gap"])
-    out = {"steps": int(ev.cfg["relearn_steps"]), "train_rows": len(train_rows), "test_rows": len(test_rows),
-           "kr_min_gap": gap}
+    out = {"steps": int(ev.cfg["relearn_steps"]), "kr_min_gap": gap,
+           "folds": [{"train_rows": len(a), "test_rows": len(b)} for a, b in folds]}
     fa = dict.fromkeys(("fa_unlearned", "fa_finetuned", "fa_relearned", "fa_oracle", "fa_oracle_relearned"))
-    reason = "fewer than 2 forget pairs: no relearning split" if not train_rows or not test_rows else None
+    reason = "fewer than 2 forget pairs: no relearning folds" if not folds else None
     if reason is None:
-        ids = [r["qa_id"] for r in test_rows]
+        ids = fold_ids(folds)
         fa["fa_unlearned"] = accuracy(forget.frame.set_index("qa_id").correct[ids].to_numpy(dtype=bool))
         fa["fa_finetuned"] = accuracy(np.array([bool(finetuned_correct[q]) for q in ids]))
         reason = kr_gap_reason(fa["fa_unlearned"], fa["fa_finetuned"], gap)
@@ -261,7 +277,7 @@ def relearn_kr(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], fine
         return {**out, **{k: _r(v) for k, v in fa.items()}, "kr": None, "kr_vs_oracle": None,
                 "kr_reason": reason, "kr_vs_oracle_reason": reason}
     fa.update(control or {})
-    fa["fa_relearned"] = relearned_fa(ev, model, train_rows, test_rows, seed)
+    fa["fa_relearned"] = accuracy(relearned_correct(ev, model, folds, seed))
     kr = kr_summary(fa["fa_relearned"], fa["fa_unlearned"], fa["fa_finetuned"], fa["fa_oracle"],
                     fa["fa_oracle_relearned"], gap)
     return {**out, **{k: _r(v) for k, v in fa.items()}, "kr": _r(kr["kr"]), "kr_vs_oracle": _r(kr["kr_vs_oracle"]),
@@ -271,7 +287,7 @@ def relearn_kr(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], fine
 def knowledge_recoverability(ev: Evaluator, model, forget: Pass, forget_rows: list[dict],
                              finetuned_correct: dict[str, bool], seed: int, control: dict | None = None) -> dict:
     """(a) relearning (`relearn_kr`, with the oracle control) and (b) probes of the failed forget
-    rows (strict matching). Relearning trains `model` in place, so the probes run first."""
+    rows (strict matching)."""
     probes, probe_score = run_probes(ev, model, forget, forget_rows, seed)
     relearn = relearn_kr(ev, model, forget, forget_rows, finetuned_correct, seed, control)
     return {"relearn": relearn, "probe_score": _r(probe_score), "probes": probes}
@@ -318,11 +334,10 @@ def relearn_model(ev: Evaluator, model, rows: list[dict], seed: int):
     `finetune.batch_size`, NLL on the answer tokens, and `models.train.TrainConfig`'s AdamW
     betas / weight decay and learning-rate schedule (what the HF Trainer of `models.train.train`
     uses). Only the step count differs from fine-tuning, and batches come from the seeded
-    `Sampler`. The linear layers run through `models.onednn` as in `train` (only here)."""
+    `Sampler`."""
     from transformers import get_scheduler
 
     from mmunlearn.methods.base import nll_of
-    from mmunlearn.models import onednn
     from mmunlearn.models.finetune import add_lora
     from mmunlearn.models.train import TrainConfig
 
@@ -335,12 +350,11 @@ def relearn_model(ev: Evaluator, model, rows: list[dict], seed: int):
     sched = get_scheduler(cfg.scheduler, opt, num_warmup_steps=int(cfg.warmup_ratio * steps), num_training_steps=steps)
     batches = Sampler(ev.encoded(rows), ev.processor.tokenizer.pad_token_id, cfg.batch_size,
                       np.random.default_rng([seed, 0x52]))
-    with onednn.accelerated(model):
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            nll_of(model, batches()).backward()
-            opt.step()
-            sched.step()
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        nll_of(model, batches()).backward()
+        opt.step()
+        sched.step()
     return model.eval()
 
 

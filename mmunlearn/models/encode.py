@@ -6,10 +6,6 @@ concatenated along dim 0 at collate time, so no model-specific layout is assumed
 """
 from __future__ import annotations
 
-import copy
-import os
-import queue
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -136,97 +132,88 @@ def _image_placeholder(processor) -> tuple[str, int] | None:
     return (token, int(token_id)) if isinstance(token_id, int) else None
 
 
+def _process(processor, keys: list[str], texts: dict[str, str], refs: dict[str, str], images: Callable,
+             out: Encoded, cache: "ImageCache", chunk: int) -> dict[str, list[int]]:
+    """Prompt keys through the processor with their images, `chunk` at a time: {key: ids}; each
+    image's pixels into `out` and `cache`, multimodal token types into `out`."""
+    ids: dict[str, list[int]] = {}
+    for s in range(0, len(keys), chunk):
+        part = keys[s:s + chunk]
+        names = [refs[k] for k in part]
+        feats = processor(text=[texts[k] for k in part], images=[images(n) for n in names],
+                          return_tensors="pt", padding=True)
+        mask = feats["attention_mask"].bool()
+        ids.update((k, feats["input_ids"][j][mask[j]].tolist()) for j, k in enumerate(part))
+        if "mm_token_type_ids" in feats:
+            typed = mask & (feats["mm_token_type_ids"] != 0)
+            out.mm_types.update(zip(feats["input_ids"][typed].tolist(), feats["mm_token_type_ids"][typed].tolist()))
+        for name, pix in zip(names, _split_images(feats, len(part))):
+            out.pixels.setdefault(name, pix)
+            cache.pixels.setdefault(name, pix)
+    return ids
+
+
+def _expanded(processor, leads: list[str], rest: list[str], texts: dict[str, str], refs: dict[str, str],
+              ids: dict[str, list[int]], cache: "ImageCache") -> dict[str, list[int]]:
+    """Ids of the `rest` prompts, tokenized with their image's placeholder expanded as the processor
+    did, for images where that expansion reproduces the processor's ids of the image's first
+    prompt (`leads`, already in `ids`; images checked by an earlier call are in `cache`). The
+    processor expands one placeholder into one token per image feature (LLaVA, Qwen2-VL), or
+    prepends them to a prompt without one (BLIP-2: one per query)."""
+    placeholder = _image_placeholder(processor)
+    if placeholder is None:
+        return {}
+    token, token_id = placeholder
+    tok = processor.tokenizer
+    n_tokens = {**cache.n_tokens, **{refs[k]: ids[k].count(token_id) for k in leads}}
+
+    def expand(k: str) -> str | None:
+        text, n = texts[k], n_tokens[refs[k]]
+        if n and text.count(token) == 1:
+            return text.replace(token, token * n)
+        return token * n + text if n and not text.count(token) else None
+
+    check = [k for k in leads if expand(k) is not None]
+    got = tok([expand(k) for k in check])["input_ids"] if check else []
+    cache.n_tokens.update((refs[k], n_tokens[refs[k]]) for k, g in zip(check, got) if list(g) == ids[k])
+    fast = [k for k in rest if refs[k] in cache.n_tokens and expand(k) is not None]
+    return dict(zip(fast, map(list, tok([expand(k) for k in fast])["input_ids"]))) if fast else {}
+
+
 def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image],
            answers: Sequence[str] | None = None, chunk: int = 32, cache: ImageCache | None = None) -> Encoded:
     """Encode rows; `answers` overrides the target text (e.g. one row per classification option,
     or refusals for PO). Prompts go through the processor in batches; each distinct image is
     loaded and processed once: further prompts on an image already processed are tokenized with
-    its placeholder expanded as the processor did (checked against the processor's own ids for
-    that image; prompts where the check fails go through the processor). With a `cache` (made
-    for this processor) images checked by an earlier call are not processed again."""
+    its placeholder expanded as the processor did (`_expanded`, checked against the processor's
+    own ids for that image; prompts where the check fails go through the processor). With a
+    `cache` (made for this processor) images checked by an earlier call are not processed again."""
     tok = processor.tokenizer
     cache = cache if cache is not None else ImageCache()
     out = Encoded()
-    texts = prompts(processor, rows)
-    refs = [row.get("image") if isinstance(row.get("image"), str) and row.get("image") else None for row in rows]
-    keys = [f"{img}\0{text}" for img, text in zip(refs, texts)]
-    ids_by_key: dict[str, list[int]] = {}
-    todo = list(dict.fromkeys(k for k in keys))
-    first = {k: i for i, k in reversed(list(enumerate(keys)))}
-    plain = [k for k in todo if refs[first[k]] is None]
-    if plain:
-        enc_plain = tok([texts[first[k]] for k in plain], add_special_tokens=False)["input_ids"]
-        ids_by_key.update(zip(plain, enc_plain))
-    visual = [k for k in todo if refs[first[k]] is not None]
-    known = [k for k in visual if refs[first[k]] in cache.n_tokens]  # checked by an earlier call
-    lead: dict[str, str] = {}  # image -> the first prompt key on it (goes through the processor)
+    row_texts = prompts(processor, rows)
+    row_refs = [row.get("image") if isinstance(row.get("image"), str) and row.get("image") else None for row in rows]
+    keys = [f"{img}\0{text}" for img, text in zip(row_refs, row_texts)]
+    texts, refs = dict(zip(keys, row_texts)), dict(zip(keys, row_refs))
+    todo = list(dict.fromkeys(keys))
+    plain = [k for k in todo if refs[k] is None]
+    ids = dict(zip(plain, tok([texts[k] for k in plain], add_special_tokens=False)["input_ids"])) if plain else {}
+    visual = [k for k in todo if refs[k] is not None]
+    lead: dict[str, str] = {}  # image -> its first prompt key (goes through the processor)
     for k in visual:
-        if refs[first[k]] not in cache.n_tokens:
-            lead.setdefault(refs[first[k]], k)
-    leads = list(lead.values())
-
-    # PIL decoding and resizing release the GIL: two chunks in flight use both cores. Each thread
-    # has its own processor: a call sets the tokenizer's padding state, which is not thread-safe.
-    n_threads = max(1, min(2, os.cpu_count() or 1))
-    idle = queue.SimpleQueue()
-    for proc in [processor] + [copy.deepcopy(processor) for _ in range(n_threads - 1)]:
-        idle.put(proc)
-
-    def process(part: list[str]):
-        names = [refs[first[k]] for k in part]
-        proc = idle.get()
-        try:
-            feats = proc(text=[texts[first[k]] for k in part], images=[images(n) for n in names],
-                         return_tensors="pt", padding=True)
-        finally:
-            idle.put(proc)
-        return part, names, feats
-
-    def run(keys_: list[str]) -> None:
-        with ThreadPoolExecutor(n_threads) as pool:
-            for part, names, feats in pool.map(process, [keys_[s:s + chunk] for s in range(0, len(keys_), chunk)]):
-                mask = feats["attention_mask"].bool()
-                for j, k in enumerate(part):
-                    ids_by_key[k] = feats["input_ids"][j][mask[j]].tolist()
-                if "mm_token_type_ids" in feats:
-                    typed = mask & (feats["mm_token_type_ids"] != 0)
-                    out.mm_types.update(zip(feats["input_ids"][typed].tolist(), feats["mm_token_type_ids"][typed].tolist()))
-                for name, pix in zip(names, _split_images(feats, len(part))):
-                    out.pixels.setdefault(name, pix)
-                    cache.pixels.setdefault(name, pix)
-
-    run(leads)
-    rest = [k for k in visual if refs[first[k]] in lead and lead[refs[first[k]]] != k] + known
-    placeholder = _image_placeholder(processor) if rest or leads else None
-    if placeholder is not None:
-        # The processor expands the image's single placeholder into one token per image feature
-        # (LLaVA, Qwen2-VL), or prepends them to a prompt without one (BLIP-2: one per query);
-        # that expansion, tokenized, must reproduce the processor's ids for the image's first
-        # prompt before the image's other prompts are tokenized the same way.
-        token, token_id = placeholder
-        n_tokens = {**cache.n_tokens, **{refs[first[k]]: ids_by_key[k].count(token_id) for k in leads}}
-
-        def expand(k: str) -> str | None:
-            text, n = texts[first[k]], n_tokens[refs[first[k]]]
-            if n and text.count(token) == 1:
-                return text.replace(token, token * n)
-            return token * n + text if n and not text.count(token) else None
-
-        check = [k for k in leads if expand(k) is not None]
-        got = tok([expand(k) for k in check])["input_ids"] if check else []
-        ok = {refs[first[k]] for k, g in zip(check, got) if list(g) == ids_by_key[k]}
-        cache.n_tokens.update((name, n_tokens[name]) for name in ok)
-        fast = [k for k in rest if refs[first[k]] in cache.n_tokens and expand(k) is not None]
-        if fast:
-            ids_by_key.update((k, list(g)) for k, g in zip(fast, tok([expand(k) for k in fast])["input_ids"]))
-    run([k for k in rest if k not in ids_by_key])
-    for name in {r for r in refs if r is not None}:
+        if refs[k] not in cache.n_tokens:
+            lead.setdefault(refs[k], k)
+    ids.update(_process(processor, list(lead.values()), texts, refs, images, out, cache, chunk))
+    rest = [k for k in visual if lead.get(refs[k]) != k]
+    ids.update(_expanded(processor, list(lead.values()), rest, texts, refs, ids, cache))
+    ids.update(_process(processor, [k for k in rest if k not in ids], texts, refs, images, out, cache, chunk))
+    for name in {r for r in row_refs if r is not None}:
         out.pixels.setdefault(name, cache.pixels[name])
     cache.mm_types.update(out.mm_types)
     out.mm_types.update(cache.mm_types)
-    out.prompt_len = [len(ids_by_key[k]) for k in keys]
-    out.image = refs
-    out.input_ids = [ids_by_key[k] for k in keys]
+    out.prompt_len = [len(ids[k]) for k in keys]
+    out.image = row_refs
+    out.input_ids = [ids[k] for k in keys]
     return retarget(out, tok, [answers[i] if answers is not None else row["answer"] for i, row in enumerate(rows)])
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import torch
 
-from mmunlearn.models import onednn
 from mmunlearn.models.encode import Encoded, collate
 from mmunlearn.models.scoring import answer_nll
 
@@ -84,8 +83,7 @@ def train(model, enc: Encoded, pad_id: int, cfg: TrainConfig, progress: bool = T
         )
         trainer = make_trainer_class()(model=model, args=args, train_dataset=Sequences(enc),
                                        data_collator=lambda items: collate(enc, [it["idx"] for it in items], pad_id))
-        with onednn.accelerated(model):
-            trainer.train()
+        trainer.train()
         return list(trainer.state.log_history)
 
 
