@@ -5,9 +5,10 @@ A bad value raises `ParamError` whose message is one line naming the key and the
 """
 from __future__ import annotations
 
+import math
 import numbers
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from mmunlearn.errors import UserError
 
@@ -52,20 +53,78 @@ def load(path: str | Path = "params.yaml") -> dict:
     return params
 
 
-def _int(key: str, value: Any, lo: int | None = None) -> int:
+# ---- the one set of value checks (params.yaml, the text branch, CIFAR-10): ParamError(key, value, why)
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+
+
+def integer(key: str, value: Any, lo: int | None = None, allow_none: bool = False) -> int | None:
+    """An integer (>= `lo`), or None where `allow_none`."""
+    if value is None and allow_none:
+        return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ParamError(key, value, "must be an integer")
+        raise ParamError(key, value, "must be an integer" + (" or null" if allow_none else ""))
     if lo is not None and value < lo:
         raise ParamError(key, value, f"must be >= {lo}")
     return int(value)
 
 
-def _ratio(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+def positive(key: str, value: Any, allow_none: bool = False) -> float | None:
+    """A finite number > 0, or None where `allow_none`."""
+    if value is None and allow_none:
+        return None
+    if not _number(value) or not value > 0:
+        raise ParamError(key, value, "must be a positive number" + (" or null" if allow_none else ""))
+    return float(value)
+
+
+def nonnegative(key: str, value: Any) -> float:
+    if not _number(value) or value < 0:
+        raise ParamError(key, value, "must be a non-negative number")
+    return float(value)
+
+
+def ratio(key: str, value: Any) -> float:
+    """A share strictly between 0 and 1."""
+    if not _number(value):
         raise ParamError(key, value, "must be a number")
     if not 0 < value < 1:
         raise ParamError(key, value, "must be in (0, 1)")
     return float(value)
+
+
+def unit(key: str, value: Any) -> float:
+    """A number in [0, 1]."""
+    if not _number(value) or not 0 <= value <= 1:
+        raise ParamError(key, value, "must be a number in [0, 1]")
+    return float(value)
+
+
+def per_scale(key: str, value: Any, check) -> None:
+    """`check(key, value)` of one value, or of each scale's value of a `{smoke, small, full}` mapping."""
+    if isinstance(value, dict):
+        for scale in SCALES:
+            if scale not in value:
+                raise ParamError(f"{key}.{scale}", None, "missing")
+            check(f"{key}.{scale}", value[scale])
+        extra = sorted(set(value) - set(SCALES))
+        if extra:
+            raise ParamError(f"{key}.{extra[0]}", value[extra[0]], f"unknown scale (one of {', '.join(SCALES)})")
+    else:
+        check(key, value)
+
+
+def keys(key: str, block: Any, expected: Sequence[str]) -> None:
+    """A mapping with exactly the `expected` keys."""
+    if not isinstance(block, dict):
+        raise ParamError(key, block, "must be a mapping")
+    for k in expected:
+        if k not in block:
+            raise ParamError(f"{key}.{k}", None, "missing")
+    extra = sorted(set(block) - set(expected))
+    if extra:
+        raise ParamError(f"{key}.{extra[0]}", block[extra[0]], f"unknown key (expected {', '.join(expected)})")
 
 
 def _get(params: dict, dotted: str) -> Any:
@@ -92,12 +151,12 @@ def validate(params: Any) -> None:
     for key in TOP_LEVEL:
         if key not in params:
             raise ParamError(key, None, "missing")
-    _int("seed", params["seed"], lo=0)
+    integer("seed", params["seed"], lo=0)
     seeds = params["seeds"]
     if not isinstance(seeds, list) or not seeds:
         raise ParamError("seeds", seeds, "must be a non-empty list of integers")
     for i, s in enumerate(seeds):
-        _int(f"seeds[{i}]", s, lo=0)
+        integer(f"seeds[{i}]", s, lo=0)
     if len(set(seeds)) != len(seeds):
         raise ParamError("seeds", seeds, "must not repeat")
     if params["scale"] not in SCALES:
@@ -123,9 +182,9 @@ def validate(params: Any) -> None:
         if not isinstance(block, dict):
             raise ParamError(f"unlearn.{m}", block, "must be a mapping")
         for k, v in block.items():
-            _per_scale(f"unlearn.{m}.{k}", v, _method_value(k))
-    _int("unlearn.save_every", _get(params, "unlearn.save_every"), lo=1)
-    _int("unlearn.batch_size", _get(params, "unlearn.batch_size"), lo=1)
+            per_scale(f"unlearn.{m}.{k}", v, _method_value(k))
+    integer("unlearn.save_every", _get(params, "unlearn.save_every"), lo=1)
+    integer("unlearn.batch_size", _get(params, "unlearn.batch_size"), lo=1)
     for bench in ("fiu", "umu"):
         r = _get(params, f"unlearn.{bench}_ratio")
         if r not in _get(params, f"oracle.{bench}_ratios"):
@@ -139,12 +198,6 @@ def validate(params: Any) -> None:
         validate_crossarch(params["crossarch"])
 
 
-def _unit(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-        raise ParamError(key, value, "must be a number in [0, 1]")
-    return float(value)
-
-
 def validate_analysis(params: dict) -> None:
     """The `analysis` section: tie rule, reliability feeding the weights, strict, sanity bounds."""
     ties = _get(params, "analysis.ties")
@@ -156,11 +209,11 @@ def validate_analysis(params: dict) -> None:
     if not isinstance(_get(params, "analysis.strict"), bool):
         raise ParamError("analysis.strict", _get(params, "analysis.strict"), "must be true or false")
     for key in ("finetuned_fa_min", "holdout_max", "oracle_fa_margin", "min_forget_drop"):
-        _unit(f"analysis.sanity.{key}", _get(params, f"analysis.sanity.{key}"))
+        unit(f"analysis.sanity.{key}", _get(params, f"analysis.sanity.{key}"))
     mia = _get(params, "analysis.sanity.oracle_mia")
     if not isinstance(mia, list) or len(mia) != 2:
         raise ParamError("analysis.sanity.oracle_mia", mia, "must be a [low, high] pair")
-    if _unit("analysis.sanity.oracle_mia[0]", mia[0]) > _unit("analysis.sanity.oracle_mia[1]", mia[1]):
+    if unit("analysis.sanity.oracle_mia[0]", mia[0]) > unit("analysis.sanity.oracle_mia[1]", mia[1]):
         raise ParamError("analysis.sanity.oracle_mia", mia, "low must not exceed high")
     neglect = _get(params, "analysis.sanity.neglect")
     if not isinstance(neglect, list):
@@ -192,7 +245,7 @@ def validate_runtime(params: dict) -> None:
         if leaf.removeprefix("runtime.") not in RUNTIME:
             raise ParamError(leaf, value, f"unknown runtime knob (known: {', '.join(RUNTIME)})")
     for key in RUNTIME:
-        _int(f"runtime.{key}", _get(params, f"runtime.{key}"), lo=0)
+        integer(f"runtime.{key}", _get(params, f"runtime.{key}"), lo=0)
 
 
 def runtime(params: dict, key: str) -> int:
@@ -200,7 +253,7 @@ def runtime(params: dict, key: str) -> int:
     compute."""
     if key not in RUNTIME:
         raise ParamError(f"runtime.{key}", None, f"unknown runtime knob (known: {', '.join(RUNTIME)})")
-    return _int(f"runtime.{key}", _get(params, f"runtime.{key}"), lo=0)
+    return integer(f"runtime.{key}", _get(params, f"runtime.{key}"), lo=0)
 
 
 def validate_crossarch(cfg: Any) -> dict:
@@ -236,8 +289,8 @@ def _validate_data(params: dict) -> None:
         raise ParamError("data.source_dir", source_dir,
                          f"data.source={source} needs the path of a local copy of the benchmark")
     if "source_holdout" in data:
-        _ratio("data.source_holdout", data["source_holdout"])
-    size = _int("data.image_size", _get(params, "data.image_size"), lo=64)
+        ratio("data.source_holdout", data["source_holdout"])
+    size = integer("data.image_size", _get(params, "data.image_size"), lo=64)
     if size % 8:
         raise ParamError("data.image_size", size, "must be a multiple of 8")
     from mmunlearn.data.schema import QA_PER_PROFILE
@@ -252,7 +305,7 @@ def _validate_data(params: dict) -> None:
         pre = f"data.scales.{scale}"
         sc = scales[scale]
         for k in ("profiles_per_domain", "forget_tasks", "profiles_per_task", "holdout"):
-            _int(f"{pre}.{k}", _get(params, f"{pre}.{k}"), lo=1)
+            integer(f"{pre}.{k}", _get(params, f"{pre}.{k}"), lo=1)
         n = 2 * sc["profiles_per_domain"]
         forget = sc["forget_tasks"] * sc["profiles_per_task"]
         if forget + sc["holdout"] >= n:
@@ -267,24 +320,19 @@ def _validate_data(params: dict) -> None:
         if not isinstance(ratios, list) or not ratios:
             raise ParamError(key, ratios, "must be a non-empty list of ratios")
         for i, r in enumerate(ratios):
-            _ratio(f"{key}[{i}]", r)
+            ratio(f"{key}[{i}]", r)
         if len(set(ratios)) != len(ratios):
             raise ParamError(key, ratios, "must not repeat")
-
-
-def _nonnegative(key: str, v: Any) -> None:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or v < 0:
-        raise ParamError(key, v, "must be a non-negative number")
 
 
 def _method_value(name: str):
     """The check of one method hyperparameter, by its name."""
     if name in ("steps", "batches"):
-        return lambda k, v: _int(k, v, lo=1)
+        return lambda k, v: integer(k, v, lo=1)
     if name == "top_k":
-        return _ratio
+        return ratio
     if name in ("lr", "beta", "gamma", "alpha", "weight", "eps", "tau"):
-        return _nonnegative
+        return nonnegative
     return lambda k, v: None
 
 
@@ -296,35 +344,16 @@ def method_config(params: dict, name: str) -> dict:
             for k, v in params["unlearn"][name].items()}
 
 
-def _per_scale(key: str, value: Any, check) -> None:
-    if isinstance(value, dict):
-        for scale in SCALES:
-            if scale not in value:
-                raise ParamError(f"{key}.{scale}", None, "missing")
-            check(f"{key}.{scale}", value[scale])
-        extra = sorted(set(value) - set(SCALES))
-        if extra:
-            raise ParamError(f"{key}.{extra[0]}", value[extra[0]], f"unknown scale (one of {', '.join(SCALES)})")
-    else:
-        check(key, value)
-
-
-def _positive(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ParamError(key, value, "must be a positive number")
-    return float(value)
-
-
 def _validate_training(params: dict) -> None:
-    _per_scale("base.public_profiles_per_domain", _get(params, "base.public_profiles_per_domain"),
-               lambda k, v: _int(k, v, lo=4))
+    per_scale("base.public_profiles_per_domain", _get(params, "base.public_profiles_per_domain"),
+               lambda k, v: integer(k, v, lo=4))
     for section in ("base", "finetune"):
-        _per_scale(f"{section}.epochs", _get(params, f"{section}.epochs"), _positive)
-        _positive(f"{section}.lr", _get(params, f"{section}.lr"))
-        _int(f"{section}.batch_size", _get(params, f"{section}.batch_size"), lo=1)
+        per_scale(f"{section}.epochs", _get(params, f"{section}.epochs"), positive)
+        positive(f"{section}.lr", _get(params, f"{section}.lr"))
+        integer(f"{section}.batch_size", _get(params, f"{section}.batch_size"), lo=1)
     lora = _get(params, "finetune.lora")
-    _int("finetune.lora.r", _get(params, "finetune.lora.r"), lo=1)
-    _positive("finetune.lora.alpha", lora.get("alpha"))
+    integer("finetune.lora.r", _get(params, "finetune.lora.r"), lo=1)
+    positive("finetune.lora.alpha", lora.get("alpha"))
     dropout = _get(params, "finetune.lora.dropout")
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
         raise ParamError("finetune.lora.dropout", dropout, "must be in [0, 1)")
@@ -345,15 +374,15 @@ def _validate_training(params: dict) -> None:
     n_tasks = data_scale(params)["forget_tasks"]
     for i, st in enumerate(stages):
         if st != "last":
-            _int(f"oracle.stages[{i}]", st, lo=1)
+            integer(f"oracle.stages[{i}]", st, lo=1)
             if st > n_tasks:
                 raise ParamError(f"oracle.stages[{i}]", st, f"only {n_tasks} forget tasks at scale {params['scale']}")
-    _int("metrics.batch_size", _get(params, "metrics.batch_size"), lo=1)
-    _ratio("metrics.min_k", _get(params, "metrics.min_k"))
-    _int("metrics.mia_folds", _get(params, "metrics.mia_folds"), lo=2)
-    _int("metrics.mia_draws", _get(params, "metrics.mia_draws"), lo=1)
-    _int("metrics.relearn_steps", _get(params, "metrics.relearn_steps"), lo=1)
-    _ratio("metrics.relearn_fraction", _get(params, "metrics.relearn_fraction"))
-    _ratio("metrics.kr_min_gap", _get(params, "metrics.kr_min_gap"))
-    _int("metrics.continual_retain_rows", _get(params, "metrics.continual_retain_rows"), lo=0)
-    _int("analysis.stability_draws", _get(params, "analysis.stability_draws"), lo=1)
+    integer("metrics.batch_size", _get(params, "metrics.batch_size"), lo=1)
+    ratio("metrics.min_k", _get(params, "metrics.min_k"))
+    integer("metrics.mia_folds", _get(params, "metrics.mia_folds"), lo=2)
+    integer("metrics.mia_draws", _get(params, "metrics.mia_draws"), lo=1)
+    integer("metrics.relearn_steps", _get(params, "metrics.relearn_steps"), lo=1)
+    ratio("metrics.relearn_fraction", _get(params, "metrics.relearn_fraction"))
+    ratio("metrics.kr_min_gap", _get(params, "metrics.kr_min_gap"))
+    integer("metrics.continual_retain_rows", _get(params, "metrics.continual_retain_rows"), lo=0)
+    integer("analysis.stability_draws", _get(params, "analysis.stability_draws"), lo=1)

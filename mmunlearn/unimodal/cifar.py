@@ -25,7 +25,6 @@ the same format). Pickles can execute code when loaded: only point `cifar10_dir`
 from __future__ import annotations
 
 import copy
-import numbers
 import pickle
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +36,7 @@ from torch import nn
 
 from mmunlearn.errors import UserError
 from mmunlearn.io import atomic_path
-from mmunlearn.params import ParamError
+from mmunlearn.params import ParamError, integer, keys, nonnegative, positive, ratio
 from mmunlearn.unimodal.methods import CLASSIFIER_METHODS, ClassifierContext
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -424,7 +423,7 @@ def run_branch(cfg: dict, cifar_dir: str | Path | dict, seeds: Sequence[int],
     if not seeds or len(set(seeds)) != len(seeds):
         raise ParamError("seeds", seeds, "need at least one seed, each once")
     for s in seeds:
-        _int("seeds", s, 0)
+        integer("seeds", s, 0)
     data = cifar_dir if isinstance(cifar_dir, dict) else load_cifar10(cifar_dir)
     from tqdm.auto import tqdm
 
@@ -438,54 +437,25 @@ def run_branch(cfg: dict, cifar_dir: str | Path | dict, seeds: Sequence[int],
 
 # ---- params ----------------------------------------------------------------------------------
 
-def _int(key: str, v: Any, lo: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise ParamError(key, v, "must be an integer")
-    if v < lo:
-        raise ParamError(key, v, f"must be >= {lo}")
-
-
-def _real(key: str, v: Any, positive: bool) -> None:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
-        raise ParamError(key, v, "must be a finite number")
-    if positive and v <= 0:
-        raise ParamError(key, v, "must be > 0")
-    if not positive and v < 0:
-        raise ParamError(key, v, "must be >= 0")
-
-
-def _keys(key: str, block: Any, expected: Sequence[str]) -> None:
-    if not isinstance(block, dict):
-        raise ParamError(key, block, "must be a mapping")
-    for k in expected:
-        if k not in block:
-            raise ParamError(f"{key}.{k}", None, "missing")
-    extra = sorted(set(block) - set(expected))
-    if extra:
-        raise ParamError(f"{key}.{extra[0]}", block[extra[0]], f"unknown key (expected {', '.join(expected)})")
-
-
 def validate_cfg(cfg: Any, key: str = KEY) -> None:
     """Raise ParamError(key, value, why) for any value the branch cannot run with."""
-    _keys(key, cfg, tuple(DEFAULT_CFG))
+    keys(key, cfg, tuple(DEFAULT_CFG))
     if cfg["max_train"] is not None:
-        _int(f"{key}.max_train", cfg["max_train"], 10)
-    _int(f"{key}.epochs", cfg["epochs"], 1)
-    _real(f"{key}.lr", cfg["lr"], positive=True)
-    _int(f"{key}.batch_size", cfg["batch_size"], 1)
-    _int(f"{key}.forget_class", cfg["forget_class"], 0)
-    r = cfg["forget_ratio"]
-    _real(f"{key}.forget_ratio", r, positive=True)
-    if not 0 < r < 1:
-        raise ParamError(f"{key}.forget_ratio", r, "must be in (0, 1)")
-    _int(f"{key}.eval_retain", cfg["eval_retain"], 1)
-    _int(f"{key}.threads", cfg["threads"], 1)
+        integer(f"{key}.max_train", cfg["max_train"], 10)
+    integer(f"{key}.epochs", cfg["epochs"], 1)
+    positive(f"{key}.lr", cfg["lr"])
+    integer(f"{key}.batch_size", cfg["batch_size"], 1)
+    integer(f"{key}.forget_class", cfg["forget_class"], 0)
+    ratio(f"{key}.forget_ratio", cfg["forget_ratio"])
+    integer(f"{key}.eval_retain", cfg["eval_retain"], 1)
+    integer(f"{key}.threads", cfg["threads"], 1)
     u = cfg["unlearn"]
-    _keys(f"{key}.unlearn", u, _UNLEARN_KEYS)
-    _real(f"{key}.unlearn.lr", u["lr"], positive=True)
-    _int(f"{key}.unlearn.steps", u["steps"], 1)
-    for k, positive in (("gamma", False), ("beta", True), ("alpha", False), ("weight", False)):
-        _real(f"{key}.unlearn.{k}", u[k], positive=positive)
+    keys(f"{key}.unlearn", u, _UNLEARN_KEYS)
+    positive(f"{key}.unlearn.lr", u["lr"])
+    integer(f"{key}.unlearn.steps", u["steps"], 1)
+    for k in ("gamma", "alpha", "weight"):
+        nonnegative(f"{key}.unlearn.{k}", u[k])
+    positive(f"{key}.unlearn.beta", u["beta"])
     methods = cfg["methods"]
     if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
         raise ParamError(f"{key}.methods", methods, "must be a list of method names")

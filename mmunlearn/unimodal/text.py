@@ -37,7 +37,6 @@ follow `finetune` and `unlearn` exactly.
 from __future__ import annotations
 
 import copy
-import numbers
 import time
 import zlib
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ import torch
 
 from mmunlearn.data.splits import VARIANTS
 from mmunlearn.errors import UserError
-from mmunlearn.params import ParamError, _per_scale, runtime
+from mmunlearn.params import ParamError, integer, keys, per_scale, positive, runtime
 
 KEY = "unimodal.text"
 SETTINGS = tuple(f"text_{v}" for v in VARIANTS)
@@ -502,36 +501,20 @@ def text_cfg(params: dict) -> dict:
     return cfg
 
 
-def _positive(key: str, v: Any, allow_none: bool = False) -> None:
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (np.isfinite(v) and v > 0):
-        raise ParamError(key, v, "must be a positive number" + (" or null" if allow_none else ""))
-
-
-def _count(key: str, v: Any, lo: int = 1, allow_none: bool = False) -> None:
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
-        raise ParamError(key, v, f"must be an integer >= {lo}" + (" or null" if allow_none else ""))
-
-
 def validate_cfg(cfg: Any, params: dict | None = None, key: str = KEY) -> None:
     """Raise ParamError(key, value, why) for any value the branch cannot run with."""
-    from mmunlearn.unimodal.cifar import _keys
-
-    _keys(key, cfg, tuple(DEFAULT_CFG))
+    keys(key, cfg, tuple(DEFAULT_CFG))
     model = cfg["model"]
     if not isinstance(model, str):
         raise ParamError(f"{key}.model", model, "must be a checkpoint directory path ('' = the base VLM's LM)")
     if model and not (Path(model).expanduser() / "config.json").is_file():
         raise ParamError(f"{key}.model", model, "not a local checkpoint directory (no config.json)")
-    _per_scale(f"{key}.epochs", cfg["epochs"], lambda k, v: _positive(k, v, allow_none=True))
-    _per_scale(f"{key}.batch_size", cfg["batch_size"], lambda k, v: _count(k, v, allow_none=True))
-    _per_scale(f"{key}.max_steps", cfg["max_steps"], lambda k, v: _count(k, v, allow_none=True))
-    _per_scale(f"{key}.eval_retain", cfg["eval_retain"], lambda k, v: _count(k, v, lo=2, allow_none=True))
-    _count(f"{key}.threads", cfg["threads"])
-    _count(f"{key}.workers", cfg["workers"], lo=0)
+    per_scale(f"{key}.epochs", cfg["epochs"], lambda k, v: positive(k, v, allow_none=True))
+    per_scale(f"{key}.batch_size", cfg["batch_size"], lambda k, v: integer(k, v, lo=1, allow_none=True))
+    per_scale(f"{key}.max_steps", cfg["max_steps"], lambda k, v: integer(k, v, lo=1, allow_none=True))
+    per_scale(f"{key}.eval_retain", cfg["eval_retain"], lambda k, v: integer(k, v, lo=2, allow_none=True))
+    integer(f"{key}.threads", cfg["threads"], lo=1)
+    integer(f"{key}.workers", cfg["workers"], lo=0)
     if params is not None:
         methods = params.get("methods")
         if not isinstance(methods, list) or len(set(methods)) < 2:
