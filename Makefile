@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test bench clean
+.PHONY: setup browser repro test bench clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,11 @@ $(STAMP): pyproject.toml
 repro: setup
 	. $(BIN)/activate && dvc repro
 
-test: setup
+# The report's browser test drives the distribution's headless Chromium (root, as on CI).
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: setup browser
 	. $(BIN)/activate && python -m pytest
 
 bench: setup
