@@ -12,7 +12,7 @@ from mmunlearn.params import runtime
 
 def _job(args: tuple) -> tuple[dict, dict]:
     from mmunlearn.methods.runner import unlearn_variant
-    from mmunlearn.metrics.evaluate import Evaluator, evaluate_variant, finetuned_rows, kr_controls
+    from mmunlearn.metrics.evaluate import Evaluator, baselines, evaluate_variant
 
     params, method, variant, dirs, evaluate, kr, progress = args
     log = unlearn_variant(params, method, variant, dirs["base"], dirs["finetuned"], dirs["data"], dirs["unlearned"],
@@ -20,7 +20,7 @@ def _job(args: tuple) -> tuple[dict, dict]:
     if not evaluate:
         return log, {}
     ev = Evaluator(params, base_dir=dirs["base"], data_dir=dirs["data"], progress=progress, oracle_root=dirs["oracle"])
-    ft, controls = (finetuned_rows(dirs["eval"]), kr_controls(dirs["eval"])) if kr else (None, None)
+    ft, controls = baselines(dirs["eval"], kr)
     return log, evaluate_variant(ev, method, variant, dirs["unlearned"], ft, controls)
 
 

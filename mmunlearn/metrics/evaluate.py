@@ -241,15 +241,17 @@ def fold_ids(folds) -> list[str]:
     return [r["qa_id"] for _, test_rows in folds for r in test_rows]
 
 
-def oracle_control(ev: Evaluator, oracle, forget_rows: list[dict], seed: int) -> dict:
+def oracle_control(ev: Evaluator, oracle, forget_rows: list[dict], seed: int, before: pd.Series | None = None) -> dict:
     """KR's control for one forget set and seed: the oracle (never trained on the forget set)
     before and after the relearning of `relearn_kr` (same folds, steps and seed), i.e. what k
     steps teach a model that never knew the data. It does not depend on the method, so stage
-    `evaluate_baselines` computes it once (`kr_controls` reads it back)."""
+    `evaluate_baselines` computes it once (`baselines` reads it back). `before`: the oracle's
+    per-row correctness on the forget rows by qa_id, where its forget pass was made already."""
     folds = relearn_folds(forget_rows, float(ev.cfg["relearn_fraction"]), seed)
     if not folds:
         return {"fa_oracle": None, "fa_oracle_relearned": None}
-    before = ev.run(oracle, forget_rows).frame.set_index("qa_id").correct
+    if before is None:
+        before = ev.run(oracle, forget_rows).frame.set_index("qa_id").correct
     return {"fa_oracle": accuracy(before[fold_ids(folds)].to_numpy(dtype=bool)),
             "fa_oracle_relearned": accuracy(relearned_correct(ev, oracle, folds, seed))}
 
@@ -460,7 +462,7 @@ def evaluate_variant(ev: Evaluator, method: str, variant: str, unlearned_root="m
     variant: the released row (dataset, method, seed, FA, RA, MIA, AD, JS, retrained_distance, KR,
     KR_vs_oracle, KR_probe, ROUGE_*) and every other metric. KR and the continual matrix need the
     fine-tuned model's per-row correctness (`ft_rows`, from `evaluate_baselines`); without it both
-    are skipped. `controls` (`kr_controls`) hold the oracle's relearning per oracle and seed."""
+    are skipped. `controls` (`baselines`) hold the oracle's relearning per oracle and seed."""
     ft_correct = dict(zip(ft_rows.qa_id, ft_rows.correct.astype(bool))) if ft_rows is not None else None
     oracle, opass, oname = oracle_for(ev, variant)
     docs = {}
@@ -493,12 +495,15 @@ def finetuned_rows(out_root="outputs/eval") -> pd.DataFrame:
     return pd.read_parquet(Path(out_root) / "baselines" / "finetuned_rows.parquet")
 
 
-def kr_controls(out_root="outputs/eval") -> dict[str, dict]:
-    """{oracle name: {seed: `oracle_control`}} as `evaluate_baselines` wrote them."""
+def baselines(out_root="outputs/eval", kr: bool = True) -> tuple[pd.DataFrame | None, dict | None]:
+    """What KR and the continual matrix read from `evaluate_baselines`: the fine-tuned model's
+    per-row correctness and {oracle name: {seed: `oracle_control`}}; (None, None) without `kr`."""
     import json
 
+    if not kr:
+        return None, None
     docs = (json.loads(p.read_text()) for p in sorted((Path(out_root) / "baselines").glob("oracle_*.json")))
-    return {d["oracle"]: d.get("kr_control", {}) for d in docs}
+    return finetuned_rows(out_root), {d["oracle"]: d.get("kr_control", {}) for d in docs}
 
 
 def write_method(out_root, method: str, docs: dict[str, dict]) -> dict:
@@ -517,7 +522,7 @@ def evaluate_method(params: dict, method: str, unlearned_root="models/unlearned"
     """`evaluate_variant` for every variant -> outputs/eval/<method>/; `kr=False` skips KR and the
     continual matrix (no baselines needed)."""
     ev = Evaluator(params, base_dir=base_dir, data_dir=data_dir, progress=progress, oracle_root=oracle_root)
-    ft, controls = (finetuned_rows(out_root), kr_controls(out_root)) if kr else (None, None)
+    ft, controls = baselines(out_root, kr)
     docs = {}
     for variant in variants:
         docs.update(evaluate_variant(ev, method, variant, unlearned_root, ft, controls))
@@ -538,10 +543,10 @@ def _baseline_job(args: tuple) -> dict:
     seed = int(params["seed"])
     docs = {f"finetuned_{variant}.json": {"oracle": oname, **strip(evaluate_model(ev, ft, variant, seed, oracle, opass, kr=False))}}
     if oracle is not None:
-        forget_rows = ev.sets(variant)["forget"]
-        control = {str(s): oracle_control(ev, oracle, forget_rows, int(s)) for s in params["seeds"]}
-        docs[f"oracle_{oname}.json"] = {"variant": variant, "oracle": oname, "kr_control": control,
-                                        **strip(evaluate_model(ev, oracle, variant, seed, kr=False))}
+        own = evaluate_model(ev, oracle, variant, seed, kr=False)
+        before = own["_forget_pass"].frame.set_index("qa_id").correct
+        control = {str(s): oracle_control(ev, oracle, ev.sets(variant)["forget"], int(s), before) for s in params["seeds"]}
+        docs[f"oracle_{oname}.json"] = {"variant": variant, "oracle": oname, "kr_control": control, **strip(own)}
     return docs
 
 

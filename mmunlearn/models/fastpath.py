@@ -17,7 +17,7 @@ pass. `benchmarks/fastpaths.py` measures what each part saves.
 from __future__ import annotations
 
 import inspect
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Sequence
 
 import numpy as np
@@ -259,7 +259,7 @@ class FastPath:
             batch, want = collate(enc, row, pad_id), hidden_layer is not None
             plain = forward_answers(model, batch, output_hidden_states=want)
             path = cls(model, enc, [row], parts, hidden_layer)
-            with (path.tail.installed() if path.tail is not None else _nothing()):
+            with (path.tail.installed() if path.tail is not None else nullcontext()):
                 fast = path.forward_answers(batch, row, output_hidden_states=want)
             ok = torch.allclose(plain[1][plain[3]], fast[1][plain[3]], rtol=1e-5, atol=1e-5)
             if ok and want:
@@ -267,11 +267,6 @@ class FastPath:
                                     language_hidden_states(fast[0])[hidden_layer], rtol=1e-5, atol=1e-5)
             return ok
         return checked(config_key(model, "score", tuple(parts), hidden_layer), check)
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def pack_options(penc: Encoded, targets: Sequence[Sequence[Sequence[int]]], idx: Sequence[int], pad_id: int,
