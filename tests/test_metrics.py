@@ -270,56 +270,97 @@ def test_oracle_distance_accepts_torch_tensors():
     assert oracle_distance(a, b) == 5.0
 
 
+def kr(re, un, ft, ftr=None, g=0.1):
+    """`kr_relearn` with FA_finetuned_relearned = FA_finetuned (retention 1) unless given."""
+    return kr_relearn(fa_relearned=re, fa_unlearned=un, fa_finetuned=ft,
+                      fa_finetuned_relearned=ft if ftr is None else ftr, min_gap=g)
+
+
+def summary(re, un, ft, o=None, ore=None, ftr=None, g=0.1):
+    return kr_summary(fa_relearned=re, fa_unlearned=un, fa_finetuned=ft,
+                      fa_finetuned_relearned=ft if ftr is None else ftr, fa_oracle=o, fa_oracle_relearned=ore,
+                      min_gap=g)
+
+
 def test_kr_relearn():
-    # (0.5 - 0.2) / (0.8 - 0.2) = 0.3 / 0.6 = 0.5
-    assert kr_relearn(0.5, 0.2, 0.8, min_gap=0.1) == pytest.approx(0.5)
-    assert kr_relearn(0.5, 0.2, 0.2, min_gap=0.1) is None      # nothing was forgotten: 0 denominator
-    assert kr_relearn(0.5, 0.3, 0.2, min_gap=0.1) is None      # negative denominator
-    assert kr_relearn(None, 0.2, 0.8, min_gap=0.1) is None
+    # retention 1: (0.5 - 0.2) / (0.8 - 0.2) = 0.3 / 0.6 = 0.5
+    assert kr(0.5, 0.2, 0.8) == pytest.approx(0.5)
+    assert kr(0.5, 0.2, 0.2) is None      # nothing was forgotten: 0 denominator
+    assert kr(0.5, 0.3, 0.2) is None      # negative denominator
+    assert kr(None, 0.2, 0.8) is None
     with pytest.raises(ValueError, match="kr_min_gap"):
-        kr_relearn(0.5, 0.2, 0.8, min_gap=1.5)
+        kr(0.5, 0.2, 0.8, g=1.5)
+
+
+def test_kr_is_net_of_the_relearnings_damage():
+    # MANU-like: the unlearned model knows 0.675; relearning lowers it to 0.637, and lowers the
+    # fine-tuned model (nothing to recover) from 1.0 to 0.912. Retention r = 0.912; undisturbed
+    # the relearned model would know 0.637 / 0.912 = 0.698465; KR = 0.023465 / 0.325 = 0.07220
+    out = summary(0.637, 0.675, 1.0, ftr=0.912)
+    assert out["retention"] == pytest.approx(0.912)
+    assert out["kr"] == pytest.approx(0.07220, abs=1e-5)
+    assert out["kr_uncorrected"] == pytest.approx(-0.11692, abs=1e-5)
+    # a model that lost exactly the share r of what it knew recovered nothing: KR = 0
+    assert kr(0.5 * 0.8, 0.5, 1.0, ftr=0.8) == pytest.approx(0.0)
+    # full recovery = the fine-tuned model after the same relearning: KR = 1
+    assert kr(0.8, 0.5, 1.0, ftr=0.8) == pytest.approx(1.0)
+    # a relearning that teaches the fine-tuned model is capped at r = 1 (the oracle's part)
+    assert kr(0.5, 0.2, 0.8, ftr=0.9) == pytest.approx(0.5)
+    # a relearning that destroys what is known leaves nothing to measure: null, with why
+    out = summary(0.1, 0.5, 1.0, ftr=0.3, g=0.2)   # r (1 - 0.5) = 0.15 < 0.2
+    assert out["kr"] is None and out["kr_reason"].startswith("retention r = 0.3")
+    missing = summary(0.5, 0.2, 0.8, ftr=None)
+    assert missing["kr"] is not None                 # helper default: ftr = ft
+    no_control = kr_summary(fa_relearned=0.5, fa_unlearned=0.2, fa_finetuned=0.8, fa_finetuned_relearned=None,
+                            min_gap=0.1)
+    assert no_control["kr"] is None and "fine-tuned relearning control" in no_control["kr_reason"]
 
 
 def test_kr_gap_rule_and_reason():
     # the default run's KR = -7.0: (0.49 - 0.70) / (0.73 - 0.70) = -0.21 / 0.03 -- now null
-    assert kr_relearn(0.49, 0.70, 0.73, min_gap=0.1) is None
-    out = kr_summary(0.49, 0.70, 0.73, 0.1, 0.2, min_gap=0.1)
+    assert kr(0.49, 0.70, 0.73) is None
+    out = summary(0.49, 0.70, 0.73, 0.1, 0.2)
     assert out["kr"] is None and out["kr_vs_oracle"] is None
     assert out["kr_reason"] == "FA_finetuned - FA_unlearned = 0.03 < metrics.kr_min_gap 0.1"
     assert out["kr_vs_oracle_reason"] == out["kr_reason"]
     # a gap equal to the threshold (0.3 - 0.2 = 0.09999999999999998 in floats) is defined:
     # (0.25 - 0.2) / 0.1 = 0.5
     assert kr_gap_reason(0.2, 0.3, 0.1) is None
-    assert kr_relearn(0.25, 0.2, 0.3, min_gap=0.1) == pytest.approx(0.5)
+    assert kr(0.25, 0.2, 0.3) == pytest.approx(0.5)
     assert kr_gap_reason(None, 0.3, 0.1).startswith("FA_unlearned None")
 
 
 def test_kr_is_bounded_by_the_gap():
-    # with FA_finetuned - FA_unlearned >= g, |KR| <= 1/g and |KR_vs_oracle| <= 2/g (all FA in [0,1])
+    # with r (FA_finetuned - FA_unlearned) >= g, |KR| <= 1/g and |KR_vs_oracle| <= 2/g (all FA in [0,1])
     g, grid = 0.2, np.linspace(0.0, 1.0, 11)
     seen = []
-    for un, ft, re, o, ore in ((a, b, c, d, e) for a in grid for b in grid for c in grid
-                               for d in grid[::5] for e in grid[::5]):
-        kr = kr_relearn(re, un, ft, min_gap=g)
-        vs = kr_vs_oracle(re, un, ft, o, ore, min_gap=g)
-        assert (kr is None) == (ft - un < g - 1e-12) == (vs is None)
-        if kr is not None:
-            seen.append(kr)
-            assert abs(kr) <= 1 / g + 1e-9 and abs(vs) <= 2 / g + 1e-9
-    # the extremes on the grid: un=0, ft=0.2, re=1 -> 1/0.2 = 5; un=0.8, ft=1, re=0 -> -0.8/0.2 = -4
+    for un, ft, re, ftr, o, ore in ((a, b, c, d, e, f) for a in grid for b in grid for c in grid
+                                    for d in grid[::2] for e in grid[::5] for f in grid[::5]):
+        k = kr(re, un, ft, ftr=ftr, g=g)
+        vs = kr_vs_oracle(fa_relearned=re, fa_unlearned=un, fa_finetuned=ft, fa_finetuned_relearned=ftr,
+                          fa_oracle=o, fa_oracle_relearned=ore, min_gap=g)
+        r = min(1.0, ftr / ft) if ft > 0 else 0.0
+        assert (k is None) == (ft - un < g - 1e-12 or r * (ft - un) < g - 1e-12) == (vs is None)
+        if k is not None:
+            seen.append(k)
+            assert abs(k) <= 1 / g + 1e-9 and abs(vs) <= 2 / g + 1e-9
+    # the extremes at r = 1: un=0, ft=0.2, re=1 -> 1/0.2 = 5; un=0.8, ft=1, re=0 -> -0.8/0.2 = -4
     assert min(seen) == pytest.approx(-0.8 / 0.2) and max(seen) == pytest.approx(1.0 / 0.2)
 
 
 def test_kr_vs_oracle_by_hand():
     # unlearned recovers 0.6 - 0.2 = 0.4; the oracle gains 0.3 - 0.1 = 0.2 from the same steps;
     # beyond the oracle: (0.4 - 0.2) / (0.8 - 0.2) = 1/3  (KR alone: 0.4 / 0.6 = 2/3)
-    out = kr_summary(0.6, 0.2, 0.8, 0.1, 0.3, min_gap=0.1)
+    out = summary(0.6, 0.2, 0.8, 0.1, 0.3)
     assert out["kr"] == pytest.approx(2 / 3) and out["kr_vs_oracle"] == pytest.approx(1 / 3)
     assert out["kr_reason"] is None and out["kr_vs_oracle_reason"] is None
     # relearning that teaches the oracle as much as the unlearned model: no hidden knowledge
-    assert kr_vs_oracle(0.6, 0.2, 0.8, 0.1, 0.5, min_gap=0.1) == pytest.approx(0.0)
+    assert kr_vs_oracle(fa_relearned=0.6, fa_unlearned=0.2, fa_finetuned=0.8, fa_finetuned_relearned=0.8,
+                        fa_oracle=0.1, fa_oracle_relearned=0.5, min_gap=0.1) == pytest.approx(0.0)
+    # with the relearning's damage (r = 0.75): KR = (0.6 / 0.75 - 0.2) / 0.6 = 1; less 0.2 / 0.6
+    assert summary(0.6, 0.2, 0.8, 0.1, 0.3, ftr=0.6)["kr_vs_oracle"] == pytest.approx(1 - 1 / 3)
     # no oracle: KR stays, KR_vs_oracle is null with its own reason
-    none = kr_summary(0.6, 0.2, 0.8, None, None, min_gap=0.1)
+    none = summary(0.6, 0.2, 0.8)
     assert none["kr"] == pytest.approx(2 / 3) and none["kr_vs_oracle"] is None
     assert "oracle" in none["kr_vs_oracle_reason"] and none["kr_reason"] is None
 
@@ -530,7 +571,7 @@ def test_relearn_kr_on_a_tiny_model(smoke_dataset, tmp_path):
     import copy
 
     torch = pytest.importorskip("torch")
-    from mmunlearn.metrics.evaluate import Evaluator, oracle_control, relearn_folds, relearn_kr
+    from mmunlearn.metrics.evaluate import Evaluator, relearn_control, relearn_folds, relearn_kr
     from mmunlearn.models.base import chat_corpus
     from mmunlearn.models.tiny import build_tiny_llava
 
@@ -555,8 +596,10 @@ def test_relearn_kr_on_a_tiny_model(smoke_dataset, tmp_path):
     unlearned = ev.run(model, forget)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     # the oracle IS the unlearned model here: the same steps teach it exactly as much, so the
-    # recovery beyond the oracle is 0; the fine-tuned model knew every test row (FA 1)
-    control = oracle_control(ev, model, forget, 0)
+    # recovery beyond the oracle is 0; the fine-tuned model knew every test row (FA 1) and kept
+    # them all through the relearning (retention 1)
+    fa_o, fa_or = relearn_control(ev, model, forget, 0)
+    control = {"fa_oracle": fa_o, "fa_oracle_relearned": fa_or, "fa_finetuned_relearned": 1.0}
     out = relearn_kr(ev, model, unlearned, forget, {r["qa_id"]: True for r in forget}, 0, control)
     assert [f["train_rows"] + f["test_rows"] for f in out["folds"]] == [len(forget)] * 2
     assert out["fa_finetuned"] == 1.0 and out["fa_oracle"] == out["fa_unlearned"]
@@ -564,6 +607,7 @@ def test_relearn_kr_on_a_tiny_model(smoke_dataset, tmp_path):
     assert out["fa_oracle_relearned"] == out["fa_relearned"]
     assert out["kr"] == pytest.approx((out["fa_relearned"] - out["fa_unlearned"]) / (1 - out["fa_unlearned"]), abs=1e-6)
     assert out["kr_vs_oracle"] == 0.0 and out["kr_reason"] is None
+    assert out["retention"] == 1.0 and out["kr_uncorrected"] == out["kr"]
     # relearning adapters are unloaded: the model is bit-identical and is a plain model again
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -241,19 +241,31 @@ def fold_ids(folds) -> list[str]:
     return [r["qa_id"] for _, test_rows in folds for r in test_rows]
 
 
-def oracle_control(ev: Evaluator, oracle, forget_rows: list[dict], seed: int, before: pd.Series | None = None) -> dict:
-    """KR's control for one forget set and seed: the oracle (never trained on the forget set)
-    before and after the relearning of `relearn_kr` (same folds, steps and seed), i.e. what k
-    steps teach a model that never knew the data. It does not depend on the method, so stage
-    `evaluate_baselines` computes it once (`baselines` reads it back). `before`: the oracle's
-    per-row correctness on the forget rows by qa_id, where its forget pass was made already."""
+def relearn_control(ev: Evaluator, model, forget_rows: list[dict], seed: int,
+                    before: pd.Series | None = None) -> tuple[float | None, float | None]:
+    """(FA before, FA after) the relearning of `relearn_kr` (same folds, steps and seed) for a
+    model whose KR is not asked for: a control. `before`: its per-row correctness on the forget
+    rows by qa_id, where its forget pass was made already."""
     folds = relearn_folds(forget_rows, float(ev.cfg["relearn_fraction"]), seed)
     if not folds:
-        return {"fa_oracle": None, "fa_oracle_relearned": None}
+        return None, None
     if before is None:
-        before = ev.run(oracle, forget_rows).frame.set_index("qa_id").correct
-    return {"fa_oracle": accuracy(before[fold_ids(folds)].to_numpy(dtype=bool)),
-            "fa_oracle_relearned": accuracy(relearned_correct(ev, oracle, folds, seed))}
+        before = ev.run(model, forget_rows).frame.set_index("qa_id").correct
+    return accuracy(before[fold_ids(folds)].to_numpy(dtype=bool)), accuracy(relearned_correct(ev, model, folds, seed))
+
+
+def kr_controls(ev: Evaluator, variant: str, seed: int, finetuned, oracle=None, oracle_before=None) -> dict:
+    """KR's two controls for one forget set and seed (`metrics.recovery`): the fine-tuned model
+    after the relearning (its retention: what the relearning costs a model that forgot nothing)
+    and the oracle before / after it (what it teaches a model that never knew the data). They do
+    not depend on the method, so stage `evaluate_baselines` computes them once (`baselines` reads
+    them back)."""
+    forget_rows = ev.sets(variant)["forget"]
+    out = {"fa_finetuned_relearned": relearn_control(ev, finetuned, forget_rows, seed)[1],
+           "fa_oracle": None, "fa_oracle_relearned": None}
+    if oracle is not None:
+        out["fa_oracle"], out["fa_oracle_relearned"] = relearn_control(ev, oracle, forget_rows, seed, oracle_before)
+    return out
 
 
 def relearn_kr(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], finetuned_correct: dict[str, bool],
@@ -261,14 +273,15 @@ def relearn_kr(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], fine
     """KR (a) and KR_vs_oracle (`metrics.recovery`), cross-fitted over `relearn_folds`: every FA
     is pooled over the (fold, test row) pairs and scored by the one row definition
     (`rows.row_correct`, the `correct` of `Evaluator.run`) -- unlearned (its forget pass),
-    fine-tuned (`finetuned_correct`, from `evaluate_baselines`), relearned, and the oracle before
-    / after the same relearning (`control`, `oracle_control`'s output). Nothing is relearned where
+    fine-tuned (`finetuned_correct`, from `evaluate_baselines`), relearned, and the controls after
+    the same relearning (`control`, `kr_controls`'s output). Nothing is relearned where
     KR is null anyway (no folds, gap below `metrics.kr_min_gap`); `model` is left as it was."""
     folds = relearn_folds(forget_rows, float(ev.cfg["relearn_fraction"]), seed)
     gap = float(ev.cfg["kr_min_gap"])
     out = {"steps": int(ev.cfg["relearn_steps"]), "kr_min_gap": gap,
            "folds": [{"train_rows": len(a), "test_rows": len(b)} for a, b in folds]}
-    fa = dict.fromkeys(("fa_unlearned", "fa_finetuned", "fa_relearned", "fa_oracle", "fa_oracle_relearned"))
+    fa = dict.fromkeys(("fa_unlearned", "fa_finetuned", "fa_relearned", "fa_finetuned_relearned", "fa_oracle",
+                        "fa_oracle_relearned"))
     reason = "fewer than 2 forget pairs: no relearning folds" if not folds else None
     if reason is None:
         ids = fold_ids(folds)
@@ -276,14 +289,13 @@ def relearn_kr(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], fine
         fa["fa_finetuned"] = accuracy(np.array([bool(finetuned_correct[q]) for q in ids]))
         reason = kr_gap_reason(fa["fa_unlearned"], fa["fa_finetuned"], gap)
     if reason is not None:
-        return {**out, **{k: _r(v) for k, v in fa.items()}, "kr": None, "kr_vs_oracle": None,
-                "kr_reason": reason, "kr_vs_oracle_reason": reason}
+        return {**out, **{k: _r(v) for k, v in fa.items()}, "kr": None, "kr_vs_oracle": None, "kr_uncorrected": None,
+                "retention": None, "kr_reason": reason, "kr_vs_oracle_reason": reason}
     fa.update(control or {})
     fa["fa_relearned"] = accuracy(relearned_correct(ev, model, folds, seed))
-    kr = kr_summary(fa["fa_relearned"], fa["fa_unlearned"], fa["fa_finetuned"], fa["fa_oracle"],
-                    fa["fa_oracle_relearned"], gap)
-    return {**out, **{k: _r(v) for k, v in fa.items()}, "kr": _r(kr["kr"]), "kr_vs_oracle": _r(kr["kr_vs_oracle"]),
-            "kr_reason": kr["kr_reason"], "kr_vs_oracle_reason": kr["kr_vs_oracle_reason"]}
+    kr = kr_summary(**fa, min_gap=gap)
+    return {**out, **{k: _r(v) for k, v in fa.items()},
+            **{k: (v if k.endswith("reason") else _r(v)) for k, v in kr.items()}}
 
 
 def knowledge_recoverability(ev: Evaluator, model, forget: Pass, forget_rows: list[dict],
@@ -364,7 +376,7 @@ def evaluate_model(ev: Evaluator, model, variant: str, seed: int, oracle=None, o
                    finetuned_correct: dict[str, bool] | None = None, kr: bool = True,
                    kr_control: dict | None = None) -> dict:
     """Every metric of one model on one variant's forget / retain / holdout rows; KR with
-    `finetuned_correct` (and `kr_control`, the oracle's relearning for this variant and seed)."""
+    `finetuned_correct` (and `kr_control`, `kr_controls` for this variant and seed)."""
     sets = ev.sets(variant)
     forget = with_rouge(ev.run(model, sets["forget"], keep_dist=oracle is not None, option_texts=True))
     retain = with_rouge(ev.run(model, sets["retain"], option_texts=True))
@@ -462,7 +474,7 @@ def evaluate_variant(ev: Evaluator, method: str, variant: str, unlearned_root="m
     variant: the released row (dataset, method, seed, FA, RA, MIA, AD, JS, retrained_distance, KR,
     KR_vs_oracle, KR_probe, ROUGE_*) and every other metric. KR and the continual matrix need the
     fine-tuned model's per-row correctness (`ft_rows`, from `evaluate_baselines`); without it both
-    are skipped. `controls` (`baselines`) hold the oracle's relearning per oracle and seed."""
+    are skipped. `controls` (`baselines`) hold KR's controls per variant and seed."""
     ft_correct = dict(zip(ft_rows.qa_id, ft_rows.correct.astype(bool))) if ft_rows is not None else None
     oracle, opass, oname = oracle_for(ev, variant)
     docs = {}
@@ -471,7 +483,7 @@ def evaluate_variant(ev: Evaluator, method: str, variant: str, unlearned_root="m
         root = Path(unlearned_root) / variant / method / str(seed)
         last = sorted(p for p in root.iterdir() if p.is_dir())[-1]
         model = ev.load(last)
-        control = (controls or {}).get(oname, {}).get(str(seed))
+        control = (controls or {}).get(variant, {}).get(str(seed))
         res = evaluate_model(ev, model, variant, int(seed), oracle, opass, ft_correct, kr_control=control)
         cont = None
         if variant == "icu" and ft_rows is not None:
@@ -497,13 +509,13 @@ def finetuned_rows(out_root="outputs/eval") -> pd.DataFrame:
 
 def baselines(out_root="outputs/eval", kr: bool = True) -> tuple[pd.DataFrame | None, dict | None]:
     """What KR and the continual matrix read from `evaluate_baselines`: the fine-tuned model's
-    per-row correctness and {oracle name: {seed: `oracle_control`}}; (None, None) without `kr`."""
+    per-row correctness and {variant: {seed: `kr_controls`}}; (None, None) without `kr`."""
     import json
 
     if not kr:
         return None, None
-    docs = (json.loads(p.read_text()) for p in sorted((Path(out_root) / "baselines").glob("oracle_*.json")))
-    return finetuned_rows(out_root), {d["oracle"]: d.get("kr_control", {}) for d in docs}
+    docs = (json.loads(p.read_text()) for p in sorted((Path(out_root) / "baselines").glob("finetuned_*.json")))
+    return finetuned_rows(out_root), {d["variant"]: d["kr_control"] for d in docs}
 
 
 def write_method(out_root, method: str, docs: dict[str, dict]) -> dict:
@@ -531,8 +543,8 @@ def evaluate_method(params: dict, method: str, unlearned_root="models/unlearned"
 
 def _baseline_job(args: tuple) -> dict:
     """The fine-tuned model's per-row correctness on every trained row (`variant` None), or its
-    metrics on one variant vs the variant's oracle, and the oracle's own with KR's oracle control
-    per unlearning seed (`oracle_control`)."""
+    metrics on one variant vs the variant's oracle (with KR's controls per unlearning seed,
+    `kr_controls`), and the oracle's own."""
     params, variant = args
     ev = Evaluator(params)
     ft = ev.load(Path("models/finetuned"))
@@ -541,12 +553,13 @@ def _baseline_job(args: tuple) -> dict:
         return {"finetuned_rows.parquet": pd.DataFrame({"qa_id": p.frame.qa_id, "correct": p.frame.correct.astype(bool)})}
     oracle, opass, oname = oracle_for(ev, variant)
     seed = int(params["seed"])
-    docs = {f"finetuned_{variant}.json": {"oracle": oname, **strip(evaluate_model(ev, ft, variant, seed, oracle, opass, kr=False))}}
-    if oracle is not None:
-        own = evaluate_model(ev, oracle, variant, seed, kr=False)
-        before = own["_forget_pass"].frame.set_index("qa_id").correct
-        control = {str(s): oracle_control(ev, oracle, ev.sets(variant)["forget"], int(s), before) for s in params["seeds"]}
-        docs[f"oracle_{oname}.json"] = {"variant": variant, "oracle": oname, "kr_control": control, **strip(own)}
+    own = evaluate_model(ev, oracle, variant, seed, kr=False) if oracle is not None else None
+    before = own["_forget_pass"].frame.set_index("qa_id").correct if own is not None else None
+    control = {str(s): kr_controls(ev, variant, int(s), ft, oracle, before) for s in params["seeds"]}
+    docs = {f"finetuned_{variant}.json": {"variant": variant, "oracle": oname, "kr_control": control,
+                                          **strip(evaluate_model(ev, ft, variant, seed, oracle, opass, kr=False))}}
+    if own is not None:
+        docs[f"oracle_{oname}.json"] = {"variant": variant, "oracle": oname, **strip(own)}
     return docs
 
 
