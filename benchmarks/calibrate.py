@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import sys
 import tempfile
 import time
@@ -52,6 +53,7 @@ def main() -> int:
         print(f"calibrate: missing {', '.join(missing)}: run `dvc repro finetune` here first")
         return 1
     from mmunlearn import params as P
+    from mmunlearn.methods import get
     from mmunlearn.methods.runner import unlearn_variant
     from mmunlearn.metrics.evaluate import Evaluator
 
@@ -65,7 +67,7 @@ def main() -> int:
     print(f"| method | {args.param} | steps | {' | '.join(f'{v} FA | {v} RA' for v in variants)} | moved | s |")
     print("|" + "---|" * (4 + 2 * len(variants)))
     for m in methods:
-        own = P.method_config(params, m)
+        own = dataclasses.asdict(get(m).configure(params).hp)
         for value in ([float(x) for x in args.values.split(",")] if args.values else [own.get(args.param)]):
             p = copy.deepcopy(params)
             block = p["unlearn"][m] = dict(own)

@@ -54,10 +54,12 @@ def run(params: dict, root="models/crossarch", out_path="outputs/crossarch/resul
     """Rows {model, dataset, method, seed, FA, RA, MIA, AD, JS, retrained_distance} of the branch.
     Fine-tuning and the oracle train side by side, then the methods run side by side
     (`mmunlearn.parallel`, `runtime.unlearn.workers`)."""
+    from mmunlearn.methods import check
     from mmunlearn.models.base import build_base
     from mmunlearn.parallel import run_jobs
 
     cfg = validate_crossarch(params.get("crossarch"))
+    check(params, cfg["methods"])
     p = branch_params(params)
     variant = cfg["variant"]
     workers = runtime(params, "unlearn.workers")

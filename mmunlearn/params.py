@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import pkgutil
 from pathlib import Path
 from typing import Any, Sequence
 
 from mmunlearn.errors import UserError
 
 SCALES = ("smoke", "small", "full")
-METHODS = (
-    "ga", "ga_diff", "kl", "po", "npo", "npo_diff", "manu", "mmunlearner",
-    "random_labels", "finetune_retain", "salun",
-)
+METHOD_INFRA = ("base", "runner", "losses")   # modules of mmunlearn/methods that are not methods
 TOP_LEVEL = ("seed", "seeds", "scale", "model", "method", "methods",
              "data", "base", "finetune", "oracle", "unlearn", "metrics", "analysis", "runtime")
 # Runtime knobs (`runtime.<key>`): worker counts, which cannot change results (mmunlearn.parallel),
@@ -33,6 +31,14 @@ class ParamError(UserError, ValueError):
     def __init__(self, key: str, value: Any, why: str):
         self.key, self.value = key, value
         super().__init__(f"params: {key}={value!r}: {why}")
+
+
+def method_names() -> tuple[str, ...]:
+    """The methods: one module `mmunlearn/methods/<name>.py` each (the registry's files, listed
+    without importing them, so stages that run no method never import torch). A method checks
+    its own block `unlearn.<name>` (`Method.configure`) where it runs."""
+    path = Path(__file__).parent / "methods"
+    return tuple(sorted(m.name for m in pkgutil.iter_modules([str(path)]) if m.name not in METHOD_INFRA))
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -101,6 +107,11 @@ def unit(key: str, value: Any) -> float:
     return float(value)
 
 
+def is_per_scale(value: Any) -> bool:
+    """A value written per scale (`{smoke: .., small: .., full: ..}`; `per_scale` checks it)."""
+    return isinstance(value, dict)
+
+
 def per_scale(key: str, value: Any, check) -> None:
     """`check(key, value)` of one value, or of each scale's value of a `{smoke, small, full}` mapping."""
     if isinstance(value, dict):
@@ -167,35 +178,35 @@ def validate(params: Any) -> None:
     if not isinstance(methods, list) or not methods:
         raise ParamError("methods", methods, "must be a non-empty list")
     for m in methods:
-        if m not in METHODS:
-            raise ParamError("methods", m, f"unknown method (one of {', '.join(METHODS)})")
+        known_method("methods", m)
     if len(set(methods)) != len(methods):
         raise ParamError("methods", methods, "must not repeat")
-    if params["method"] not in METHODS:
-        raise ParamError("method", params["method"], f"unknown method (one of {', '.join(METHODS)})")
+    known_method("method", params["method"])
     if params["method"] not in methods:
         raise ParamError("method", params["method"], "must be one of `methods`")
     _validate_data(params)
     _validate_training(params)
-    for m in METHODS:
-        block = _get(params, f"unlearn.{m}")
-        if not isinstance(block, dict):
-            raise ParamError(f"unlearn.{m}", block, "must be a mapping")
-        for k, v in block.items():
-            per_scale(f"unlearn.{m}.{k}", v, _method_value(k))
+    for m in methods:
+        if not isinstance(_get(params, f"unlearn.{m}"), dict):
+            raise ParamError(f"unlearn.{m}", _get(params, f"unlearn.{m}"), "must be a mapping")
     integer("unlearn.save_every", _get(params, "unlearn.save_every"), lo=1)
     integer("unlearn.batch_size", _get(params, "unlearn.batch_size"), lo=1)
     for bench in ("fiu", "umu"):
         r = _get(params, f"unlearn.{bench}_ratio")
         if r not in _get(params, f"oracle.{bench}_ratios"):
             raise ParamError(f"unlearn.{bench}_ratio", r, f"must be one of oracle.{bench}_ratios (its oracle)")
-    manu_w = _get(params, "unlearn.manu.weights")
-    if not isinstance(manu_w, list) or len(manu_w) != 4:
-        raise ParamError("unlearn.manu.weights", manu_w, "must list 4 weights (mean |a|, frequency, std, rms)")
     validate_analysis(params)
     validate_runtime(params)
     if "crossarch" in params:
         validate_crossarch(params["crossarch"])
+
+
+def known_method(key: str, name: Any) -> str:
+    """`name` is one of `method_names()`."""
+    known = method_names()
+    if name not in known:
+        raise ParamError(key, name, f"unknown method (one of {', '.join(known)})")
+    return name
 
 
 def validate_analysis(params: dict) -> None:
@@ -219,8 +230,7 @@ def validate_analysis(params: dict) -> None:
     if not isinstance(neglect, list):
         raise ParamError("analysis.sanity.neglect", neglect, "must be a list of methods")
     for m in neglect:
-        if m not in METHODS:
-            raise ParamError("analysis.sanity.neglect", m, f"unknown method (one of {', '.join(METHODS)})")
+        known_method("analysis.sanity.neglect", m)
 
 
 def _leaves(node: Any, prefix: str) -> dict[str, Any]:
@@ -267,8 +277,7 @@ def validate_crossarch(cfg: Any) -> dict:
     if not isinstance(methods, list) or len(methods) < 2 or len(set(methods)) != len(methods):
         raise ParamError("crossarch.methods", methods, "must list at least two distinct methods")
     for m in methods:
-        if m not in METHODS:
-            raise ParamError("crossarch.methods", m, f"unknown method (one of {', '.join(METHODS)})")
+        known_method("crossarch.methods", m)
     if cfg["variant"] not in ("icu", "fiu", "umu"):
         raise ParamError("crossarch.variant", cfg["variant"], "must be one of icu, fiu, umu")
     return cfg
@@ -323,25 +332,6 @@ def _validate_data(params: dict) -> None:
             ratio(f"{key}[{i}]", r)
         if len(set(ratios)) != len(ratios):
             raise ParamError(key, ratios, "must not repeat")
-
-
-def _method_value(name: str):
-    """The check of one method hyperparameter, by its name."""
-    if name in ("steps", "batches"):
-        return lambda k, v: integer(k, v, lo=1)
-    if name == "top_k":
-        return ratio
-    if name in ("lr", "beta", "gamma", "alpha", "weight", "eps", "tau"):
-        return nonnegative
-    return lambda k, v: None
-
-
-def method_config(params: dict, name: str) -> dict:
-    """`unlearn.<name>` with every per-scale value (`{smoke: .., small: .., full: ..}`) resolved at
-    `params["scale"]`: what a method's code reads."""
-    scale = params["scale"]
-    return {k: (v[scale] if isinstance(v, dict) and set(v) == set(SCALES) else v)
-            for k, v in params["unlearn"][name].items()}
 
 
 def _validate_training(params: dict) -> None:

@@ -8,6 +8,7 @@ from stages._cli import main
 
 def run(params: dict) -> None:
     from mmunlearn.branch import run_branch
+    from mmunlearn.methods import check
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--method", required=True)
@@ -15,6 +16,7 @@ def run(params: dict) -> None:
     args = ap.parse_args()
     if args.method not in params["methods"]:
         raise ParamError("methods", args.method, "--method is not listed in `methods`")
+    check(params, [args.method])
     run_branch(params, args.method, evaluate=not args.no_evaluate)
 
 

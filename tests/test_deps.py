@@ -21,7 +21,7 @@ from typing import Callable
 
 import pytest
 
-from mmunlearn.params import METHODS, read_yaml
+from mmunlearn.params import method_names, read_yaml
 from tests.conftest import ROOT, make_repo, run, set_param
 
 PACKAGES = ("mmunlearn", "stages")   # project code: what the deps of a stage must cover
@@ -237,7 +237,7 @@ DYNAMIC: dict[str, Resolver] = {"mmunlearn/methods/__init__.py": methods_importe
 def all_items(params: dict) -> dict:
     """Params with every known method in `methods`: every item the matrix can have is checked."""
     p = copy.deepcopy(params)
-    p["methods"] = list(METHODS)
+    p["methods"] = list(method_names())
     return p
 
 

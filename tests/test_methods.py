@@ -15,7 +15,7 @@ import torch
 from mmunlearn.methods import get, methods
 from mmunlearn.methods.base import Context
 from mmunlearn.methods.po import REFUSALS
-from mmunlearn.params import METHODS
+from mmunlearn.params import ParamError, method_names
 from tests.conftest import run, set_param
 
 
@@ -63,20 +63,61 @@ def ctx_for(model, ref=None) -> Context:
                    forget_batches=None, retain_batches=None)
 
 
+G = {"lr": 1e-3, "steps": 1}   # what every gradient method declares (`GradientSteps`)
+
+
 def test_registry_has_the_eleven_methods():
-    assert set(methods()) == set(METHODS)
+    assert set(methods()) == set(method_names()) and len(method_names()) == 11
     for name, cls in methods().items():
         assert cls.name == name
         assert (Path(__file__).parents[1] / "mmunlearn" / "methods" / f"{name}.py").is_file()
+
+
+@pytest.mark.parametrize("name, block, needle", [
+    ("npo", {"lr": 1e-3, "steps": 2, "beta": -0.5}, "unlearn.npo.beta=-0.5"),
+    ("npo", {"lr": 1e-3, "steps": 2}, "unlearn.npo.beta=None: missing"),
+    ("ga", {"lr": 1e-3, "steps": 2, "betta": 0.1}, "unlearn.ga.betta=0.1"),
+    ("ga", {"lr": 1e-3, "steps": 0}, "unlearn.ga.steps=0"),
+    ("salun", {"lr": 1e-3, "steps": 2, "top_k": 1.5}, "unlearn.salun.top_k=1.5"),
+    ("manu", {"top_k": 0.1, "weights": [1, 1, 1], "eps": 1e-6, "batches": 2}, "unlearn.manu.weights=[1, 1, 1]"),
+    ("ga", {"lr": {"smoke": 1e-3, "small": "x", "full": 1e-3}, "steps": 2}, "unlearn.ga.lr.small='x'"),
+])
+def test_hyperparameters_are_checked_by_their_declaration(name, block, needle):
+    with pytest.raises(ParamError) as err:
+        get(name)(block)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_configure_resolves_the_scale(base_params):
+    import copy
+
+    p = copy.deepcopy(base_params)
+    p["unlearn"]["ga"]["lr"] = {"smoke": 1e-2, "small": 5e-4, "full": 1e-4}
+    p["scale"] = "small"
+    hp = get("ga").configure(p).hp
+    assert (hp.lr, hp.steps) == (5e-4, base_params["unlearn"]["ga"]["steps"])
+    assert type(hp).__name__ == "GradientSteps"
+    # every method's declaration accepts the repository's params.yaml
+    for name in method_names():
+        get(name).configure(base_params)
+
+
+def test_unlearn_stage_rejects_a_bad_block_before_any_compute(repo):
+    set_param(repo, "unlearn.npo.beta", -1.0)
+    proc = run(["python", "-m", "stages.unlearn", "--method", "npo"], repo, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unlearn.npo.beta=-1.0" in lines[0]
+    assert not (repo / "models").exists() and not (repo / "outputs").exists()
 
 
 def test_ga_and_ga_diff_by_hand():
     model = FixedLogits(LOGITS)
     ga = get("ga")({"lr": 1e-3, "steps": 1}).loss(ctx_for(model), FORGET, RETAIN)
     assert ga.item() == pytest.approx(-F_NLL, abs=1e-6)
-    gd = get("ga_diff")({"gamma": 0.25}).loss(ctx_for(model), FORGET, RETAIN)
+    gd = get("ga_diff")({**G, "gamma": 0.25}).loss(ctx_for(model), FORGET, RETAIN)
     assert gd.item() == pytest.approx(-F_NLL + 0.25 * R_NLL, abs=1e-6)
-    ft = get("finetune_retain")({}).loss(ctx_for(model), FORGET, RETAIN)
+    ft = get("finetune_retain")(G).loss(ctx_for(model), FORGET, RETAIN)
     assert ft.item() == pytest.approx(R_NLL, abs=1e-6)
 
 
@@ -88,12 +129,12 @@ def test_npo_sign_and_per_sequence_sum_by_hand():
     beta = 0.5
     ref_seq = [logp(2, 0, 0) + logp(1, 0, 1), F_SEQ[1]]
     by_hand = -(2 / beta) * np.mean([math.log(1 / (1 + math.exp(beta * (s - r)))) for s, r in zip(F_SEQ, ref_seq)])
-    got = get("npo")({"beta": beta}).loss(ctx_for(model, ref), FORGET, RETAIN)
+    got = get("npo")({**G, "beta": beta}).loss(ctx_for(model, ref), FORGET, RETAIN)
     assert got.item() == pytest.approx(by_hand, abs=1e-6)
     # against a batch-mean NLL implementation the value differs
     wrong = -(2 / beta) * math.log(1 / (1 + math.exp(beta * (-F_NLL - (-F_NLL)))))
     assert abs(got.item() - wrong) > 1e-3
-    nd = get("npo_diff")({"beta": beta, "alpha": 2.0}).loss(ctx_for(model, ref), FORGET, RETAIN)
+    nd = get("npo_diff")({**G, "beta": beta, "alpha": 2.0}).loss(ctx_for(model, ref), FORGET, RETAIN)
     assert nd.item() == pytest.approx(by_hand + 2.0 * R_NLL, abs=1e-6)
 
 
@@ -113,7 +154,7 @@ def test_kl_direction_by_hand():
         p, q = probs(ref_logits[b, pos].numpy()), probs(LOGITS[b, pos].numpy())
         kls.append(float((p * np.log(p / q)).sum()))  # KL(p_ref || p_theta)
     by_hand = -F_NLL + 0.5 * np.mean(kls)
-    got = get("kl")({"weight": 0.5}).loss(ctx_for(model, ref), FORGET, RETAIN)
+    got = get("kl")({**G, "weight": 0.5}).loss(ctx_for(model, ref), FORGET, RETAIN)
     assert got.item() == pytest.approx(by_hand, abs=1e-6)
     reverse = []
     for b, pos in slots:
@@ -130,15 +171,15 @@ def test_po_and_random_label_targets(smoke_dataset):
     profiles = pd.read_parquet(root / "data" / "profiles.parquet")
     rows = qa.head(20).to_dict("records")
     rng = np.random.default_rng(0)
-    refusals = get("po")({}).forget_answers(rows, {}, rng)
+    refusals = get("po")(G).forget_answers(rows, {}, rng)
     assert all(r in REFUSALS for r in refusals) and len(REFUSALS) >= 5
     assert not set(REFUSALS) & set(qa.answer)  # a refusal never leaks an answer
     pools = option_pools(profiles)
-    wrong = get("random_labels")({}).forget_answers(rows, pools, rng)
+    wrong = get("random_labels")(G).forget_answers(rows, pools, rng)
     for r, w in zip(rows, wrong):
         assert w != r["answer"] and w in pools[(r["domain"], r["field"])]
     model = FixedLogits(LOGITS)
-    loss = get("po")({}).loss(ctx_for(model), FORGET, RETAIN)
+    loss = get("po")(G).loss(ctx_for(model), FORGET, RETAIN)
     assert loss.item() == pytest.approx(F_NLL + R_NLL, abs=1e-6)  # NLL toward the given targets
 
 
@@ -310,3 +351,37 @@ def test_editing_one_method_block_reruns_only_its_items(smoke_pipeline, tmp_path
     out = run(["dvc", "exp", "run", "-S", "unlearn.npo.beta=0.2", "unlearn@ga", "unlearn@npo"], repo).stdout
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
     assert ran == ["unlearn@npo"], out
+
+
+@pytest.mark.slow
+def test_a_new_method_is_one_file_and_one_params_block(released_pipeline, tmp_path):
+    """The README's example method, added to a finished smoke run: its file and its params block
+    are the only edits, and its rows reach multimodal_results.json; no other method reruns."""
+    import json
+    import re
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(released_pipeline, repo, symlinks=True)
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n# mmunlearn/methods/ga_scaled.py\n(.*?)```", readme, re.S).group(1)
+    block = re.search(r"  ga_scaled: (\{.*?\})\n", readme).group(1)
+    (repo / "mmunlearn" / "methods" / "ga_scaled.py").write_text(code)
+    text = (repo / "params.yaml").read_text().replace("\nunlearn:", f"\nunlearn:\n  ga_scaled: {block}", 1)
+    (repo / "params.yaml").write_text(text)
+    set_param(repo, "methods", [*released_pipeline_methods(repo), "ga_scaled"])
+    changed = run("git status --porcelain", repo).stdout.split("\n")
+    assert sorted(line[3:] for line in changed if line) == ["mmunlearn/methods/ga_scaled.py", "params.yaml"]
+    out = run(["dvc", "repro"], repo).stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert "unlearn@ga_scaled" in ran and not ran & {f"unlearn@{m}" for m in released_pipeline_methods(released_pipeline)}
+    rows = json.loads((repo / "outputs" / "multimodal_results.json").read_text())
+    mine = [r for r in rows if r["method"] == "ga_scaled"]
+    assert sorted(r["dataset"] for r in mine) == ["fiu", "icu", "umu"]
+    assert all(r["FA"] is not None and r["RA"] is not None for r in mine)
+
+
+def released_pipeline_methods(repo: Path) -> list[str]:
+    from mmunlearn.params import read_yaml
+
+    return list(read_yaml(repo / "params.yaml")["methods"])

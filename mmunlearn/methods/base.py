@@ -12,16 +12,58 @@ all continual tasks, whose momentum would otherwise keep moving weights with zer
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
 
+from mmunlearn import params as checks
 from mmunlearn.methods import losses
 from mmunlearn.models.scoring import forward_answers, token_logprobs
 
 REGISTRY: dict[str, type["Method"]] = {}
+
+
+def hyper(check) -> Any:
+    """A hyperparameter field: `check(key, value)` is one of `mmunlearn.params`' value checks,
+    applied to the value of every scale before the method runs. No default: params.yaml holds
+    every value."""
+    return field(metadata={"check": check})
+
+
+def steps_check(key: str, value: Any) -> int:
+    return checks.integer(key, value, lo=1)
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """A method's block `unlearn.<name>`: a subclass per method adds its fields (`hyper`)."""
+
+    @classmethod
+    def from_block(cls, block: Any, key: str, scale: str | None = None) -> "Hyperparameters":
+        """Checked values from a params block; a value written per scale (`{smoke: .., small: ..,
+        full: ..}`) is checked at every scale and taken at `scale`. Unknown or missing keys and
+        bad values raise `ParamError` naming `key.<field>`."""
+        if not isinstance(block, Mapping):
+            raise checks.ParamError(key, block, "must be a mapping")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        checks.keys(key, block, list(fields))
+        values = {}
+        for name, f in fields.items():
+            v = block[name]
+            checks.per_scale(f"{key}.{name}", v, f.metadata["check"])
+            values[name] = v[scale] if scale is not None and checks.is_per_scale(v) else v
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class GradientSteps(Hyperparameters):
+    """What every gradient method has: the learning rate and the steps per task."""
+
+    lr: float = hyper(checks.nonnegative)
+    steps: int = hyper(steps_check)
 
 
 def register(cls: type["Method"]) -> type["Method"]:
@@ -65,9 +107,16 @@ def trainable(model) -> dict[str, torch.nn.Parameter]:
 class Method:
     name: ClassVar[str]
     uses_reference: ClassVar[bool] = False
+    Hyper: ClassVar[type[Hyperparameters]] = GradientSteps
 
-    def __init__(self, cfg: dict):
-        self.cfg = cfg
+    def __init__(self, hp: Hyperparameters | Mapping):
+        self.hp = hp if isinstance(hp, Hyperparameters) else self.Hyper.from_block(hp, f"unlearn.{self.name}")
+
+    @classmethod
+    def configure(cls, params: dict) -> "Method":
+        """The method with its block of `params` (`unlearn.<name>`) checked and resolved at
+        `params["scale"]`."""
+        return cls(cls.Hyper.from_block(params["unlearn"].get(cls.name), f"unlearn.{cls.name}", params["scale"]))
 
     def forget_answers(self, rows: list[dict], pools: dict, rng: np.random.Generator) -> list[str] | None:
         return None

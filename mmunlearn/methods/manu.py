@@ -12,11 +12,14 @@ the effective output weight), cumulatively over continual tasks.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from mmunlearn.methods.base import Method, register
+from mmunlearn.methods.base import Hyperparameters, Method, hyper, register, steps_check
 from mmunlearn.models.arch import in_part, model_parts, named_modules, on_model_path, require_parts
 from mmunlearn.models.vlm import install_pruning
+from mmunlearn.params import ParamError, nonnegative, ratio
 
 STATS = ("mean_abs", "frequency", "std", "rms")
 PRUNABLE = ("fc2", "down_proj")
@@ -103,18 +106,32 @@ def select_top(scores: dict[str, torch.Tensor], k: float, exclude: dict[str, set
     return {n: sorted(v) for n, v in picked.items()}
 
 
+def four_weights(key: str, value) -> list[float]:
+    """The weights of the four statistics (mean |a|, frequency, std, rms), each >= 0."""
+    if not isinstance(value, list) or len(value) != 4:
+        raise ParamError(key, value, "must list 4 weights (mean |a|, frequency, std, rms)")
+    return [nonnegative(f"{key}[{i}]", w) for i, w in enumerate(value)]
+
+
 @register
 class MANU(Method):
     name = "manu"
 
+    @dataclass(frozen=True)
+    class Hyper(Hyperparameters):
+        top_k: float = hyper(ratio)               # share of candidate neurons pruned per task
+        weights: list = hyper(four_weights)       # weights of the four statistics in the score
+        eps: float = hyper(nonnegative)           # I_f / (I_r + eps)
+        batches: int = hyper(steps_check)         # forget / retain batches of activation statistics
+
     def run_task(self, ctx) -> dict[str, float]:
         modules = mlp_outputs(ctx.model)
-        n_batches = int(self.cfg.get("batches", 2))
+        n_batches = self.hp.batches
         f = neuron_stats(ctx.model, [ctx.forget_batches() for _ in range(n_batches)], modules)
         r = neuron_stats(ctx.model, [ctx.retain_batches() for _ in range(n_batches)], modules)
-        scores = importance_scores(f, r, self.cfg["weights"], float(self.cfg["eps"]))
+        scores = importance_scores(f, r, self.hp.weights, self.hp.eps)
         pruned = ctx.state.setdefault("pruned", {})
-        new = select_top(scores, float(self.cfg["top_k"]), {k: set(v) for k, v in pruned.items()})
+        new = select_top(scores, self.hp.top_k, {k: set(v) for k, v in pruned.items()})
         for h in ctx.state.pop("hooks", []):
             h.remove()
         for name, idx in new.items():

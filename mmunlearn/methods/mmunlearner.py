@@ -10,9 +10,12 @@ the same size, in batches of the same sizes (so both diagonals have the same per
 the ascent steps go through `Method.masked_update`: an ascent step leaves every weight outside the
 mask bit-identical, whatever Adam carries from retain steps and earlier tasks.
 """
+from dataclasses import dataclass
+
 import torch
 
-from mmunlearn.methods.base import Method, nll_of, register, trainable
+from mmunlearn.methods.base import GradientSteps, Method, hyper, nll_of, register, trainable
+from mmunlearn.params import nonnegative
 
 
 def fisher_diagonal(ctx, batches: list[dict]) -> dict[str, torch.Tensor]:
@@ -40,6 +43,10 @@ def fisher_mask(f_forget: dict, f_preserve: dict, tau: float, eps: float = 1e-12
 class MMUnlearner(Method):
     name = "mmunlearner"
 
+    @dataclass(frozen=True)
+    class Hyper(GradientSteps):
+        tau: float = hyper(nonnegative)   # Fisher-ratio threshold of the mask
+
     def begin_task(self, ctx):
         """The task's mask from the whole forget set and an equal-size retain sample."""
         if ctx.forget_set is None:
@@ -47,7 +54,7 @@ class MMUnlearner(Method):
         forget = ctx.forget_set()
         retain = [ctx.retain_batches(len(b["input_ids"])) for b in forget]
         ctx.state["grad_mask"] = fisher_mask(fisher_diagonal(ctx, forget), fisher_diagonal(ctx, retain),
-                                             float(self.cfg["tau"]))
+                                             self.hp.tau)
 
     def step(self, ctx):
         forget_loss = self.ascent_step(ctx)

@@ -3,8 +3,11 @@
 log pi(y|x) is the *sum* of answer-token log-probabilities of each sequence (not a batch-mean
 NLL); ref = the frozen fine-tuned model.
 """
+from dataclasses import dataclass
+
 from mmunlearn.methods import losses
-from mmunlearn.methods.base import Method, register
+from mmunlearn.methods.base import GradientSteps, Method, hyper, register
+from mmunlearn.params import nonnegative
 
 
 @register
@@ -12,5 +15,9 @@ class NegativePreference(Method):
     name = "npo"
     uses_reference = True
 
+    @dataclass(frozen=True)
+    class Hyper(GradientSteps):
+        beta: float = hyper(nonnegative)   # inverse temperature of the NPO term
+
     def loss(self, ctx, forget, retain):
-        return losses.npo_term(ctx, forget, float(self.cfg["beta"]))
+        return losses.npo_term(ctx, forget, self.hp.beta)

@@ -98,7 +98,7 @@ class Unlearner:
             for p in ref.parameters():
                 p.requires_grad_(False)
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
-        optimizer = torch.optim.AdamW(list(trainable(model).values()), lr=float(method.cfg.get("lr", 0.0)) or 1e-3,
+        optimizer = torch.optim.AdamW(list(trainable(model).values()), lr=getattr(method.hp, "lr", 0.0) or 1e-3,
                                       weight_decay=0.0)
         model, optimizer = accelerator.prepare(model, optimizer)
         retain = Sampler(retain_enc, tokenizer.pad_token_id, batch_size, rng)
@@ -145,11 +145,8 @@ def run_sequence(method_name: str, params: dict, variant: str, seed: int, qa: pd
 
     from mmunlearn.models.encode import encode, file_images
 
-    from mmunlearn.params import method_config
-
     cfg = params["unlearn"]
-    mcfg = method_config(params, method_name)
-    method = get(method_name)(mcfg)
+    method = get(method_name).configure(params)
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, zlib.crc32(f"{method_name}/{variant}".encode())])
     model, processor = load_trainable(base_dir, finetuned_dir)
@@ -165,7 +162,7 @@ def run_sequence(method_name: str, params: dict, variant: str, seed: int, qa: pd
     for t, (name, forget_ids) in enumerate(bar, start=1):
         t0 = time.perf_counter()
         rows = qa[qa.profile_id.isin(forget_ids)].to_dict("records")
-        run.task(rows, encode(processor, rows, images), int(mcfg.get("steps", 0)))
+        run.task(rows, encode(processor, rows, images), getattr(method.hp, "steps", 0))
         with torch.no_grad():
             model.eval()
             f_nll = float(nll_of(model, state["true_forget_batch"]))

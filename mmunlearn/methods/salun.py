@@ -4,9 +4,13 @@ set (once per task); then random-label training on forget + NLL_r, updating mask
 The mask lives in `ctx.state["grad_mask"]`, so `Method.masked_update` applies it: weights outside it
 stay bit-identical through the task whatever the (continual, persistent) optimizer's state.
 """
+from dataclasses import dataclass
+
 import torch
 
-from mmunlearn.methods.base import Method, nll_of, random_wrong_answers, register, trainable
+from mmunlearn.methods.base import (GradientSteps, Method, hyper, nll_of,
+                                    random_wrong_answers, register, trainable)
+from mmunlearn.params import ratio
 from mmunlearn.models.encode import IGNORE
 
 
@@ -46,13 +50,17 @@ def forget_saliency(ctx) -> dict[str, torch.Tensor]:
 class SaliencyUnlearning(Method):
     name = "salun"
 
+    @dataclass(frozen=True)
+    class Hyper(GradientSteps):
+        top_k: float = hyper(ratio)   # share of weights in the saliency mask
+
     def forget_answers(self, rows, pools, rng):
         return random_wrong_answers(rows, pools, rng)
 
     def begin_task(self, ctx):
         if ctx.forget_set is None:
             raise ValueError("salun: the context has no forget_set (the task's whole forget set)")
-        ctx.state["grad_mask"] = top_k_mask(forget_saliency(ctx), float(self.cfg["top_k"]))
+        ctx.state["grad_mask"] = top_k_mask(forget_saliency(ctx), self.hp.top_k)
 
     def loss(self, ctx, forget, retain):
         return nll_of(ctx.model, forget) + nll_of(ctx.model, retain)

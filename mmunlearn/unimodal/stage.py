@@ -13,6 +13,7 @@ from mmunlearn.params import ParamError
 
 def run(params: dict, out_path="outputs/unimodal/results.json", base_dir="models/base",
         data_dir="data") -> list[dict]:
+    from mmunlearn.methods import check
     from mmunlearn.unimodal import text
     from mmunlearn.unimodal.cifar import run_branch, validate_cfg
 
@@ -22,6 +23,7 @@ def run(params: dict, out_path="outputs/unimodal/results.json", base_dir="models
         raise ParamError("unimodal.cifar10_dir", cifar_dir, "must be a path string ('' = branch not run)")
     validate_cfg(cfg["cifar"])
     text.text_cfg(params)
+    check(params, params["methods"])
     if cifar_dir and not Path(cifar_dir).is_dir():
         raise UserError(f"unimodal.cifar10_dir={cifar_dir!r}: no such directory "
                         "(a cifar-10-batches-py folder; '' skips the branch)")

@@ -259,16 +259,13 @@ def unlearn(method_name: str, ft, data: TextData, setting: Setting, params: dict
             seed: int) -> tuple[Any, dict]:
     """(unlearned LoRA model, method state): `method_name` on a copy of the fine-tuned LoRA model
     `ft` through the runner's per-task step (`runner.Unlearner`, as stage `unlearn` runs it), the
-    setting's forget rows as one task: `unlearn.<method>` (`params.method_config`) with its steps
+    setting's forget rows as one task: `unlearn.<method>` (`Method.configure`) with its steps
     capped by `sv["max_steps"]`, batches of `sv["unlearn_batch"]`, draws seeded by (seed, method,
     setting) as the runner seeds (seed, method, variant)."""
     from mmunlearn.methods import get
     from mmunlearn.methods.runner import Unlearner
-    from mmunlearn.params import method_config
-
-    mcfg = method_config(params, method_name)
-    method = get(method_name)(mcfg)
-    steps = int(mcfg.get("steps", 0))
+    method = get(method_name).configure(params)
+    steps = getattr(method.hp, "steps", 0)
     if sv["max_steps"] is not None:
         steps = min(steps, int(sv["max_steps"]))
     torch.manual_seed(seed)
