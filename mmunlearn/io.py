@@ -37,6 +37,13 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(text)
 
 
+def write_metrics(path: str | Path, values: dict) -> None:
+    """A compact DVC metrics file of a few scalar headline keys. `dvc metrics show` prints one
+    column per distinct key over every metrics file, so the concerns share a small vocabulary
+    (FA, RA, MIA, KR, UQS, holdout, ok, n_failed, the dataset counts); details stay plain outputs."""
+    write_json(path, {k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in values.items()})
+
+
 def write_parquet(path: str | Path, df) -> None:
     """Parquet without the pandas index, byte-identical for identical frames."""
     import pyarrow as pa

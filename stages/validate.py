@@ -1,7 +1,7 @@
 """Stage validate: great-expectations over data/ -> outputs/validation.json; any failure exits 1."""
 import sys
 
-from mmunlearn.io import write_json
+from mmunlearn.io import write_json, write_metrics
 from stages._cli import main
 
 
@@ -11,6 +11,7 @@ def run(params: dict) -> None:
     report = validate_dataset(params)
     write_json("outputs/validation.json", {"success": report.success, "checks": report.checks,
                                            "failed": [c["name"] for c in report.failures]})
+    write_metrics("outputs/metrics/validation.json", {"ok": report.success, "n_failed": len(report.failures)})
     if not report.success:
         for c in report.failures:
             ids = ", ".join(c["offending"]) or c.get("error") or f"observed {c.get('observed_value')}"

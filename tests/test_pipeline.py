@@ -20,7 +20,8 @@ def test_repro_then_noop(repo, smoke_params):
     out = run(["dvc", "repro", "validate"], repo).stdout
     assert "didn't change" in out and "Running stage" not in out
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
-    assert find(metrics, "outputs/dataset_stats.json")["data"]["qa"] == n * smoke_params["data"]["qa_per_profile"]
+    assert find(metrics, "outputs/metrics/dataset.json")["data"]["qa"] == n * smoke_params["data"]["qa_per_profile"]
+    assert find(metrics, "outputs/metrics/validation.json")["data"] == {"ok": True, "n_failed": 0}
 
 
 def find(tree, key):

@@ -278,12 +278,13 @@ def test_second_repro_is_a_noop(released_pipeline):
 def test_exp_run_method_reruns_only_selected(released_pipeline, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(released_pipeline, repo, symlinks=True)
-    before = load(repo, "outputs/selected/metrics.json")
+    before = load(repo, "outputs/selected/details.json")
     assert before["method"] == "npo"
     out = run(["dvc", "exp", "run", "-S", "method=kl"], repo).stdout
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
     assert ran == ["selected"], out
-    after = load(repo, "outputs/selected/metrics.json")
+    after = load(repo, "outputs/selected/details.json")
+    assert load(repo, "outputs/selected/metrics.json")["FA"] == round(after["FA"], 4)
     kl_rows = [r for r in load(repo, "outputs/multimodal_results.json") if r["method"] == "kl"]
     assert after["method"] == "kl"
     assert after["FA"] == pytest.approx(sum(r["FA"] for r in kl_rows) / len(kl_rows), abs=1e-6)
@@ -295,3 +296,20 @@ def test_evaluation_is_deterministic(released_pipeline, tmp_path):
     before = (repo / "outputs" / "eval" / "ga" / "fiu_seed0.json").read_bytes()
     run(["dvc", "repro", "-f", "-s", "unlearn@ga"], repo)
     assert (repo / "outputs" / "eval" / "ga" / "fiu_seed0.json").read_bytes() == before
+
+
+def test_dvc_metrics_show_is_readable(released_pipeline):
+    """One compact metrics file per concern, sharing a small key vocabulary: the table of
+    `dvc metrics show` has a row per file and no line over 200 characters."""
+    out = run(["dvc", "metrics", "show"], released_pipeline).stdout
+    lines = out.strip().splitlines()
+    header = lines[0].split()
+    assert header[0] == "Path" and len(header) <= 14, header
+    assert max(len(line) for line in lines) <= 200, max(lines, key=len)
+    paths = {line.split()[0] for line in lines[1:]}
+    assert {f"outputs/leaderboard/{m}.json" for m in RELEASED_METHODS} <= paths
+    assert {"outputs/metrics/dataset.json", "outputs/metrics/finetune.json", "outputs/sanity.json",
+            "outputs/selected/metrics.json"} <= paths
+    board = load(released_pipeline, "outputs/leaderboard/ga.json")
+    ranking = load(released_pipeline, "outputs/ranking_table.json")["ga"]
+    assert set(board) == {"UQS", "FA", "RA", "MIA", "KR"} and board["UQS"] == round(ranking["UQS"], 4)

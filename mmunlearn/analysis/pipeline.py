@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from mmunlearn.io import write_json
+from mmunlearn.io import atomic_dir, write_json, write_metrics
 
 RELEASED = ("dataset", "method", "seed", "FA", "RA", "MIA", "AD", "JS", "retrained_distance")
 
@@ -60,6 +61,16 @@ def continual_matrices(docs: list[dict]) -> dict:
     return out
 
 
+def write_leaderboard(ranking: dict, rows: list[dict], out_dir="outputs/leaderboard") -> None:
+    """One DVC metrics file per method: UQS and the mean FA, RA, MIA of the ranking table, and
+    the mean KR over the rows where it is defined (`dvc metrics show` / `dvc exp show`)."""
+    with atomic_dir(out_dir) as tmp:
+        for method, r in ranking.items():
+            kr = [x["KR"] for x in rows if x["method"] == method and x.get("KR") is not None]
+            write_metrics(tmp / f"{method}.json", {**{k: r[k] for k in ("UQS", "FA", "RA", "MIA")},
+                                                   "KR": float(np.mean(kr)) if kr else None})
+
+
 def run(params: dict, eval_root="outputs/eval", out_dir="outputs/analysis",
         unimodal_path="outputs/unimodal/results.json", sanity_path="outputs/sanity.json",
         finetune_metrics="outputs/finetune/metrics.json", qa_path="data/qa.parquet") -> dict:
@@ -85,6 +96,7 @@ def run(params: dict, eval_root="outputs/eval", out_dir="outputs/analysis",
     write_json(out / "continual.json", continual_matrices(docs))
     for name, obj in res.items():
         write_json(out / f"{name}.json", obj)
+    write_leaderboard(res["ranking_table"], rows)
     sanity = sanity_checks(params, eval_root, finetune_metrics, qa_path)
     write_json(sanity_path, sanity)
     enforce(sanity, bool(cfg["strict"]), sanity_path)

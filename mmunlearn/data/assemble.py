@@ -15,7 +15,7 @@ from mmunlearn.data.render import render_all
 from mmunlearn.data.schema import DOMAINS, FORMS, SPLITS, VIEWS
 from mmunlearn.data.splits import assign_splits
 from mmunlearn.errors import UserError
-from mmunlearn.io import atomic_dir, write_json, write_parquet
+from mmunlearn.io import atomic_dir, write_json, write_metrics, write_parquet
 from mmunlearn.params import data_scale, runtime
 
 
@@ -62,8 +62,16 @@ def assemble(params: dict, root: str | Path = ".", progress: bool = True) -> dic
     write_parquet(root / "data" / "profiles.parquet", profiles)
     write_parquet(root / "data" / "qa.parquet", qa)
     stats = dataset_stats(profiles, qa)
-    write_json(root / "outputs" / "dataset_stats.json", stats)
+    write_stats(root, stats)
     return stats
+
+
+def write_stats(root: Path, stats: dict) -> None:
+    """outputs/dataset_stats.json (every count) and the metrics file outputs/metrics/dataset.json
+    (the four headline counts)."""
+    write_json(root / "outputs" / "dataset_stats.json", stats)
+    write_metrics(root / "outputs" / "metrics" / "dataset.json",
+                  {k: stats[k] for k in ("profiles", "images", "qa", "forget_tasks")})
 
 
 def source_path(params: dict, root: str | Path = ".") -> Path:
@@ -87,5 +95,5 @@ def assemble_source(params: dict, root: Path, source: str) -> dict:
     from mmunlearn.data.sources import convert
 
     stats = convert(params, source_path(params, root), root)
-    write_json(root / "outputs" / "dataset_stats.json", stats)
+    write_stats(root, stats)
     return stats

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmunlearn.io import write_json
+from mmunlearn.io import write_json, write_metrics
 
 HEADLINE = ("FA", "RA", "MIA", "AD", "JS", "retrained_distance", "KR", "KR_probe")
 CONTINUAL = ("effectiveness", "historical_preservation", "retained_utility_final")
@@ -50,5 +50,6 @@ def select(params: dict, eval_root="outputs/eval", weights_path="outputs/analysi
         write_json(Path(out_dir) / "continual.json",
                    [{"stage": e["stage"], "task": e["task"], "value": e["accuracy"]}
                     for e in first["continual"]["matrix"]])
-    write_json(Path(out_dir) / "metrics.json", out)
+    write_json(Path(out_dir) / "details.json", out)
+    write_metrics(Path(out_dir) / "metrics.json", {k: out.get(k) for k in ("UQS", "FA", "RA", "MIA", "KR")})
     return out
