@@ -8,18 +8,18 @@ contradiction replicate on another architecture?
 """
 from __future__ import annotations
 
-import copy
 import time
 
 from mmunlearn.io import atomic_dir, write_json
-from mmunlearn.params import runtime, validate_crossarch
+from mmunlearn.params import for_model, runtime, validate_crossarch
 
 
 def branch_params(params: dict) -> dict:
-    """The main params with the branch's model, and oracles only for the branch's variant."""
+    """The main params as the branch's model sees them (`params.for_model`: the main model's preset
+    undone, the branch model's own preset, if any, applied), and oracles only for the branch's
+    variant."""
     cfg = params["crossarch"]
-    p = copy.deepcopy(params)
-    p["model"] = cfg["model"]
+    p = for_model(params, cfg["model"])
     v = cfg["variant"]
     p["oracle"] = {**p["oracle"], "fiu_ratios": [], "umu_ratios": [], "stages": []}
     if v == "icu":

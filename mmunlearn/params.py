@@ -5,6 +5,7 @@ A bad value raises `ParamError` whose message is one line naming the key and the
 """
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import pkgutil
@@ -20,6 +21,14 @@ TOP_LEVEL = ("seed", "seeds", "scale", "model", "method", "methods",
 # Runtime knobs (`runtime.<key>`): worker counts, which cannot change results (mmunlearn.parallel),
 # so no stage lists them and editing one reruns nothing. Each was `<key>` in its section before.
 RUNTIME = ("data.workers", "oracle.workers", "unlearn.workers", "metrics.workers", "unimodal.text.workers")
+# Runtime switches (true / false): activation checkpointing recomputes the same activations in the
+# backward pass (less memory, same results).
+RUNTIME_FLAGS = ("gradient_checkpointing",)
+# Per-model presets (`presets.<model id>`) may override values of these sections only: what a model
+# needs to train and run (LoRA, learning rates, batches, dtype), never the data or the analysis.
+PRESET_SECTIONS = ("base", "finetune", "unlearn", "metrics", "runtime")
+TINY_PRESETS = ("tiny-llava", "tiny-blip2")   # = mmunlearn.models.vlm.TINY_PRESETS (not imported: no stage dep)
+DTYPES = ("float32", "bfloat16")              # base.dtype: a real checkpoint's weights on a GPU
 DATA_SOURCES = ("generated", "mllmu", "umu", "fiu")   # benchmarks: mmunlearn.data.sources.SOURCES
 TIES = ("tau_b", "ordinal")            # = mmunlearn.analysis.TIES (not imported: pandas/scipy)
 RELIABILITY = ("within", "pooled")     # = mmunlearn.analysis.RELIABILITY
@@ -29,7 +38,7 @@ class ParamError(UserError, ValueError):
     """A params.yaml value that no stage can run with."""
 
     def __init__(self, key: str, value: Any, why: str):
-        self.key, self.value = key, value
+        self.key, self.value, self.why = key, value, why
         super().__init__(f"params: {key}={value!r}: {why}")
 
 
@@ -50,13 +59,100 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def load(path: str | Path = "params.yaml") -> dict:
-    """Read and validate params; returns the plain dict."""
+    """Read and validate params, then apply the selected model's preset (`presets.<model>`, if
+    any): the one place where a preset takes effect. Returns the plain dict."""
     path = Path(path)
     if not path.exists():
         raise ParamError("params", str(path), "file not found")
     params = read_yaml(path)
     validate(params)
-    return params
+    validate_presets(params)
+    return for_model(params, params["model"])
+
+
+# ---- per-model presets ----------------------------------------------------------------------------
+
+def _is_per_scale(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and set(value) <= set(SCALES)
+
+
+def _overrides(node: Any, base: Any, prefix: str) -> dict[str, Any]:
+    """{dotted key: value} of a preset block over `base`: a mapping descends into the same mapping
+    of `base`; a leaf, a list or a per-scale mapping `{smoke, small, full}` replaces the value
+    whole. A key that `base` does not have is an error naming it (a preset only overrides)."""
+    if not isinstance(node, dict) or not node:
+        raise ParamError(prefix, node, "must be a mapping of keys to override")
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        dotted = f"{prefix}.{key}"
+        if not isinstance(base, dict) or key not in base:
+            raise ParamError(dotted, value, "not a key of params.yaml (a preset only overrides existing keys)")
+        if isinstance(value, dict) and not _is_per_scale(value) and not _is_per_scale(base[key]):
+            out.update(_overrides(value, base[key], dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
+def preset_overrides(params: dict, model: str) -> dict[str, Any]:
+    """{dotted key: value} that `presets.<model>` sets; {} without a preset for `model`."""
+    presets = params.get("presets") or {}
+    if not isinstance(presets, dict):
+        raise ParamError("presets", presets, "must be a mapping of model id -> overrides")
+    if model not in presets:
+        return {}
+    block = presets[model]
+    where = f"presets[{model}]"
+    if not isinstance(block, dict) or not block:
+        raise ParamError(where, block, "must be a mapping of sections to override")
+    bad = sorted(set(block) - set(PRESET_SECTIONS))
+    if bad:
+        raise ParamError(f"{where}.{bad[0]}", block[bad[0]], f"a preset overrides only {', '.join(PRESET_SECTIONS)}")
+    over = _overrides(block, {k: params.get(k) for k in block}, where)
+    return {k.removeprefix(where + "."): v for k, v in over.items()}
+
+
+def _set(params: dict, dotted: str, value: Any) -> None:
+    node = params
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = copy.deepcopy(value)
+
+
+def for_model(params: dict, model: str) -> dict:
+    """The params as `model` sees them: a copy with `model` set, the overrides of the preset
+    applied so far undone and those of `presets.<model>` applied. The crossarch branch calls it
+    with its own model, so the main model's preset never reaches it. `params["preset"]` records
+    what was applied: {"model": its key, "replaced": {dotted key: the value before}}, or None."""
+    out = copy.deepcopy(params)
+    applied = out.pop("preset", None) or {}
+    for dotted, before in applied.get("replaced", {}).items():
+        _set(out, dotted, before)
+    out["model"] = model
+    over = preset_overrides(out, model)
+    replaced = {}
+    for dotted, value in over.items():
+        replaced[dotted] = copy.deepcopy(_get(out, dotted))
+        _set(out, dotted, value)
+    out["preset"] = {"model": model, "replaced": replaced} if over else None
+    return out
+
+
+def validate_presets(params: dict) -> None:
+    """Every preset, applied over the defaults, gives valid params; an error names the preset."""
+    presets = params.get("presets") or {}
+    if not isinstance(presets, dict):
+        raise ParamError("presets", presets, "must be a mapping of model id -> overrides")
+    for model in presets:
+        if not isinstance(model, str) or not model or model in TINY_PRESETS:
+            raise ParamError("presets", model, "keys must be real checkpoint ids or paths (tiny presets use the defaults)")
+        try:
+            validate(for_model(params, model))
+        except ParamError as err:
+            if err.key.startswith("presets["):
+                raise
+            raise ParamError(f"presets[{model}] -> {err.key}", err.value, err.why) from None
 
 
 # ---- the one set of value checks (params.yaml, the text branch, CIFAR-10): ParamError(key, value, why)
@@ -241,8 +337,8 @@ def _leaves(node: Any, prefix: str) -> dict[str, Any]:
 
 
 def validate_runtime(params: dict) -> None:
-    """The `runtime` section holds exactly the keys of RUNTIME (integers >= 0, 0 = automatic); a
-    knob still in its old place is named with where it went."""
+    """The `runtime` section holds exactly the keys of RUNTIME (integers >= 0, 0 = automatic) and
+    RUNTIME_FLAGS (true / false); a knob still in its old place is named with where it went."""
     for key in RUNTIME:
         try:
             old = _get(params, key)
@@ -251,11 +347,15 @@ def validate_runtime(params: dict) -> None:
         raise ParamError(key, old, f"moved to runtime.{key} (it cannot change results, so no stage lists it)")
     if not isinstance(params["runtime"], dict):
         raise ParamError("runtime", params["runtime"], "must be a mapping")
+    known = RUNTIME + RUNTIME_FLAGS
     for leaf, value in _leaves(params["runtime"], "runtime").items():
-        if leaf.removeprefix("runtime.") not in RUNTIME:
-            raise ParamError(leaf, value, f"unknown runtime knob (known: {', '.join(RUNTIME)})")
+        if leaf.removeprefix("runtime.") not in known:
+            raise ParamError(leaf, value, f"unknown runtime knob (known: {', '.join(known)})")
     for key in RUNTIME:
         integer(f"runtime.{key}", _get(params, f"runtime.{key}"), lo=0)
+    for key in RUNTIME_FLAGS:
+        _get(params, f"runtime.{key}")   # present in params.yaml
+        runtime_flag(params, key)
 
 
 def runtime(params: dict, key: str) -> int:
@@ -264,6 +364,17 @@ def runtime(params: dict, key: str) -> int:
     if key not in RUNTIME:
         raise ParamError(f"runtime.{key}", None, f"unknown runtime knob (known: {', '.join(RUNTIME)})")
     return integer(f"runtime.{key}", _get(params, f"runtime.{key}"), lo=0)
+
+
+def runtime_flag(params: dict, key: str) -> bool:
+    """Runtime switch `runtime.<key>` (one of RUNTIME_FLAGS): true or false (false where a partial
+    params dict, as library callers and tests pass, has no `runtime` section)."""
+    if key not in RUNTIME_FLAGS:
+        raise ParamError(f"runtime.{key}", None, f"unknown runtime switch (known: {', '.join(RUNTIME_FLAGS)})")
+    value = (params.get("runtime") or {}).get(key, False)
+    if not isinstance(value, bool):
+        raise ParamError(f"runtime.{key}", value, "must be true or false")
+    return value
 
 
 def validate_crossarch(cfg: Any) -> dict:
@@ -341,6 +452,12 @@ def _validate_training(params: dict) -> None:
         per_scale(f"{section}.epochs", _get(params, f"{section}.epochs"), positive)
         positive(f"{section}.lr", _get(params, f"{section}.lr"))
         integer(f"{section}.batch_size", _get(params, f"{section}.batch_size"), lo=1)
+    integer("finetune.grad_accum", _get(params, "finetune.grad_accum"), lo=1)
+    dtype = _get(params, "base.dtype")
+    if dtype not in DTYPES:
+        raise ParamError("base.dtype", dtype, f"unknown dtype (one of {', '.join(DTYPES)})")
+    if params["model"] in TINY_PRESETS and dtype != "float32":
+        raise ParamError("base.dtype", dtype, f"model={params['model']} is a tiny preset: it trains and runs in float32")
     lora = _get(params, "finetune.lora")
     integer("finetune.lora.r", _get(params, "finetune.lora.r"), lo=1)
     positive("finetune.lora.alpha", lora.get("alpha"))

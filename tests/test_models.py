@@ -234,6 +234,23 @@ def test_memorising_model_scores_its_answers(tiny, rows, images):
     assert list(ev_m.frame.generated) == generate(model, processor, enc_m)
 
 
+def test_gradient_accumulation_averages_the_accumulated_batches(tiny, rows, images):
+    """Batches of 2 accumulated twice log the mean loss of the step, as one batch of 4 does: not
+    the sum of the two half-batch means (LLaVA's `**kwargs` forward would make the Trainer assume
+    the loss was normalised by the accumulated token count and skip its division)."""
+    model, processor = tiny
+    enc = encode(processor, rows[:4], images)
+    loss = {}
+    for bs, acc in ((4, 1), (2, 2)):
+        m = add_lora(copy.deepcopy(model), {"finetune": {"lora": {
+            "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}}})
+        hist = train(m, enc, processor.tokenizer.pad_token_id,
+                     TrainConfig(epochs=1, lr=1e-3, batch_size=bs, grad_accum=acc, seed=0), progress=False)
+        assert [h["step"] for h in hist if "loss" in h] == [1]
+        loss[acc] = hist[-1]["train_loss"]
+    assert loss[2] == pytest.approx(loss[1], rel=0.15)
+
+
 def test_missing_checkpoint_fails_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(CheckpointNotFound) as err:

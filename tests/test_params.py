@@ -55,6 +55,10 @@ def test_full_scale_preset_is_icu_bench(base_params):
     ("runtime.metrics.workers", 1.5, "runtime.metrics.workers=1.5"),
     ("unlearn.workers", 2, "unlearn.workers=2: moved to runtime.unlearn.workers"),
     ("runtime.unlearn.threads", 2, "runtime.unlearn.threads=2: unknown runtime knob"),
+    ("runtime.gradient_checkpointing", 1, "runtime.gradient_checkpointing=1: must be true or false"),
+    ("finetune.grad_accum", 0, "finetune.grad_accum=0"),
+    ("base.dtype", "float16", "base.dtype='float16': unknown dtype"),
+    ("base.dtype", "bfloat16", "base.dtype='bfloat16': model=tiny-llava is a tiny preset"),
 ])
 def test_bad_value_is_named(base_params, key, value, needle):
     p = copy.deepcopy(base_params)
@@ -96,3 +100,39 @@ def test_too_many_forget_profiles_fails_the_stage(repo):
 
 def test_load_reads_repository_params():
     assert load(ROOT / "params.yaml")["model"] == "tiny-llava"
+
+
+LLAVA = "llava-hf/llava-1.5-7b-hf"
+
+
+@pytest.mark.parametrize("path,value,needle", [
+    ((LLAVA, "finetune", "lrr"), 1e-5, f"presets[{LLAVA}].finetune.lrr=1e-05: not a key of params.yaml"),
+    ((LLAVA, "data"), {"image_size": 64}, f"presets[{LLAVA}].data="),
+    ((LLAVA, "finetune", "lr"), "fast", f"presets[{LLAVA}] -> finetune.lr='fast'"),
+    ((LLAVA, "unlearn", "po", "lr"), -1.0, f"presets[{LLAVA}] -> unlearn.po.lr=-1.0"),
+    ((LLAVA, "finetune", "epochs"), {"smoke": 1}, f"presets[{LLAVA}] -> finetune.epochs.small=None: missing"),
+    (("tiny-llava",), {"finetune": {"lr": 1e-3}}, "presets='tiny-llava'"),
+])
+def test_bad_preset_is_named(base_params, path, value, needle):
+    from mmunlearn.params import validate_presets
+
+    p = copy.deepcopy(base_params)
+    node = p["presets"]
+    *parents, last = path
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    with pytest.raises(ParamError) as err:
+        validate_presets(p)
+    assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_load_applies_the_selected_model_preset_only(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace("model: tiny-llava ", f"model: {LLAVA} ", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    got = load(tmp_path / "params.yaml")
+    assert got["model"] == LLAVA and got["finetune"]["lr"] == 2e-5 and got["finetune"]["lora"]["r"] == 128
+    assert got["preset"]["model"] == LLAVA and got["preset"]["replaced"]["finetune.lr"] == 3e-3
+    assert got["unlearn"]["npo"]["beta"] == 0.5        # what the preset does not name keeps its default
+    default = load(ROOT / "params.yaml")
+    assert default["preset"] is None and default["finetune"]["lr"] == 3e-3

@@ -127,12 +127,16 @@ class Unlearner:
         return self.state
 
 
-def load_trainable(base_dir: Path, finetuned_dir: Path):
+def load_trainable(base_dir: Path, finetuned_dir: Path, checkpointing: bool = False):
+    """(the fine-tuned LoRA model, trainable, on the device; its processor). `checkpointing`
+    (`runtime.gradient_checkpointing`): activations recomputed in the backward pass."""
     from peft import PeftModel
 
-    from mmunlearn.models.vlm import base_source, load_vlm
+    from mmunlearn.models.vlm import load_base
 
-    model, processor = load_vlm(base_source(base_dir))
+    model, processor = load_base(base_dir)
+    if checkpointing:
+        model.activation_checkpointing_enable()
     model = PeftModel.from_pretrained(model, finetuned_dir, is_trainable=True)
     model.train()
     return model, processor
@@ -145,11 +149,13 @@ def run_sequence(method_name: str, params: dict, variant: str, seed: int, qa: pd
 
     from mmunlearn.models.encode import encode, file_images
 
+    from mmunlearn.params import runtime_flag
+
     cfg = params["unlearn"]
     method = get(method_name).configure(params)
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, zlib.crc32(f"{method_name}/{variant}".encode())])
-    model, processor = load_trainable(base_dir, finetuned_dir)
+    model, processor = load_trainable(base_dir, finetuned_dir, runtime_flag(params, "gradient_checkpointing"))
     images = file_images(data_dir)
     tasks, retain_ids = variant_tasks(variant, params, profiles)
     retain_rows = qa[qa.profile_id.isin(retain_ids)].to_dict("records")

@@ -3,11 +3,11 @@
 For the tiny presets: build the model offline and train it (all parameters) on *public*
 profiles, which share the generators but never a name or an identity cue with a private
 profile, so it learns to read documents and answer in the QA format without knowing anyone
-private. For a real checkpoint: resolve it offline and record where it is.
+private. For a real checkpoint: resolve it offline and record where it is and its dtype on a GPU
+(`base.dtype`, from the model's preset): nothing is trained or copied.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from mmunlearn.data.qa import build_qa
 from mmunlearn.data.render import mask, render_document, variants
 from mmunlearn.data.schema import ALL, FULL, MASKABLE, image_name
 from mmunlearn.io import atomic_dir, write_json
-from mmunlearn.models.vlm import RECORD, TINY_PRESETS, resolve_checkpoint
+from mmunlearn.models.vlm import TINY_PRESETS, record_checkpoint, resolve_checkpoint
 
 PUBLIC_SEED_SALT = 104729
 
@@ -64,9 +64,10 @@ def build_base(params: dict, out_dir: str | Path = "models/base", data_dir: str 
     out_dir = Path(out_dir)
     if model_id not in TINY_PRESETS:
         path = resolve_checkpoint(model_id)
+        dtype = str(params["base"]["dtype"])
         with atomic_dir(out_dir) as tmp:
-            (tmp / RECORD).write_text(json.dumps({"model": model_id, "path": str(path)}, indent=2) + "\n")
-        metrics = {"model": model_id, "trained": False}
+            record_checkpoint(tmp, model_id, path, dtype)
+        metrics = {"model": model_id, "trained": False, "dtype": dtype}
         write_json(metrics_path, metrics)
         return metrics
 

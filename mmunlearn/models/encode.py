@@ -197,7 +197,8 @@ def encode(processor, rows: Sequence[dict], images: Callable[[str], Image.Image]
     texts, refs = dict(zip(keys, row_texts)), dict(zip(keys, row_refs))
     todo = list(dict.fromkeys(keys))
     plain = [k for k in todo if refs[k] is None]
-    ids = dict(zip(plain, tok([texts[k] for k in plain], add_special_tokens=False)["input_ids"])) if plain else {}
+    # special tokens as the processor adds them to the image prompts (Llama's BOS; none for the tiny BPE)
+    ids = dict(zip(plain, tok([texts[k] for k in plain])["input_ids"])) if plain else {}
     visual = [k for k in todo if refs[k] is not None]
     lead: dict[str, str] = {}  # image -> its first prompt key (goes through the processor)
     for k in visual:

@@ -29,7 +29,7 @@ import torch
 from mmunlearn.models.arch import generate as arch_generate
 from mmunlearn.models.arch import language_hidden_states
 from mmunlearn.models.encode import Encoded, collate, encode, repeat
-from mmunlearn.models.scoring import forward_answers, model_inputs
+from mmunlearn.models.scoring import forward_answers, model_inputs, to_model
 
 
 @dataclass
@@ -83,8 +83,8 @@ def batch_scores(out, logits: torch.Tensor, targets: torch.Tensor, mask: torch.T
     n, count = mask.shape[0], mask.sum(-1)
     cnt = count.clamp(min=1).double()
 
-    def per_row(v: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(n, dtype=torch.float64).index_add_(0, row, v.double())
+    def per_row(v: torch.Tensor) -> torch.Tensor:   # on the CPU, whatever the model's device
+        return torch.zeros(n, dtype=torch.float64, device=v.device).index_add_(0, row, v.double()).cpu()
 
     res = {"count": count.cpu().numpy(), "tlp": tlp.cpu().numpy(), "z": ((tlp - mu) / sigma).cpu().numpy(),
            "tgt": tgt.cpu().numpy(), "p": p.cpu().numpy() if keep_dist else None,
@@ -157,7 +157,7 @@ def score(model, enc: Encoded, pad_id: int, batch_size: int = 64, keep_dist: boo
     with eval_mode(model), FastPath.for_scoring(model, enc, pad_id, batches, hidden_layer, fast) as path, \
             _bar(len(batches), progress) as bar:
         for idx in batches:
-            batch = collate(enc, idx, pad_id)
+            batch = to_model(collate(enc, idx, pad_id), model)
             out = (path.forward_answers(batch, idx, output_hidden_states=want_hidden) if path is not None
                    else forward_answers(model, batch, output_hidden_states=want_hidden))
             rows.add(idx, batch_scores(*out, batch, hidden_layer, keep_dist))
@@ -219,8 +219,8 @@ def generate(model, processor, enc: Encoded, batch_size: int = 64, max_new_token
     with eval_mode(model):
         for idx in length_batches(enc.prompt_len, batch_size):
             batch = collate(enc, idx, tok.pad_token_id, side="left", with_answer=False)
-            gen = arch_generate(model, model_inputs(batch), max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            gen = arch_generate(model, to_model(model_inputs(batch), model), max_new_tokens=max_new_tokens,
+                                do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id).cpu()
             for r, i in enumerate(idx):
                 texts[i] = tok.decode(gen[r, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
     return texts

@@ -25,7 +25,7 @@ import torch
 
 from mmunlearn.models.arch import language_hidden_states, needs_image_features, unwrap
 from mmunlearn.models.encode import IGNORE, Encoded, collate
-from mmunlearn.models.scoring import forward_answers, model_inputs
+from mmunlearn.models.scoring import forward_answers, model_device, model_inputs, to_model
 
 PARTS = ("images", "tail", "options")  # what `fast=` may name (`options`: `choose_options` only)
 _CHECKED: dict[tuple, bool] = {}  # (model class, config, what was checked) -> exact
@@ -78,6 +78,7 @@ class ImageFeatures:
 
     def _compute(self, names: Sequence[str]) -> dict[str, torch.Tensor]:
         pix = {k: torch.cat([self.enc.pixels[n][k] for n in names], dim=0) for k in self.enc.pixels[names[0]]}
+        pix = to_model(pix, self.model)
         out = self.model.get_image_features(**pix, return_dict=True)
         feats = out.pooler_output
         self.output_type, self.stacked = type(out), isinstance(feats, torch.Tensor)
@@ -197,7 +198,7 @@ def answer_positions(batch: dict) -> tuple[int, torch.Tensor]:
     [batch, k], those predicting an answer token (the only logits scoring reads)."""
     labels = batch["labels"]
     k = int((labels != IGNORE).sum(1).max()) + 1
-    sel = torch.zeros((labels.shape[0], k), dtype=torch.bool)
+    sel = torch.zeros((labels.shape[0], k), dtype=torch.bool, device=labels.device)
     if k > 1:
         sel[:, :-1] = labels[:, -(k - 1):] != IGNORE
     return k, sel
@@ -214,6 +215,7 @@ class FastPath:
         self.tail = AnswerTail(model, tail_modules(model, hidden_layer)) if "tail" in parts else None
 
     def forward_answers(self, batch: dict, idx: Sequence[int], **kwargs):
+        batch = to_model(batch, self.model)
         inputs = self.images.inputs(batch, idx) if self.images is not None else None
         if self.tail is None:
             return forward_answers(self.model, batch, inputs, **kwargs)
@@ -310,13 +312,14 @@ def packed_sums(model, penc: Encoded, targets, pad_id: int, batch_size: int, ima
     sums: list[np.ndarray] = [np.zeros(0)] * len(penc)
     batches = length_batches([penc.prompt_len[i] + sum(map(len, targets[i])) for i in range(len(penc))], batch_size)
     feats = ImageFeatures(model, penc, batches) if images else None
-    dtype = next(model.parameters()).dtype
+    dtype, device = next(model.parameters()).dtype, model_device(model)
     with eval_mode(model):
         for idx in batches:
             ids, mask, pos, keep, (r_, c_, t_) = pack_options(penc, targets, idx, pad_id, dtype)
+            ids, mask, pos, r_, c_, t_ = (t.to(device) for t in (ids, mask, pos, r_, c_, t_))
             batch = {k: v for k, v in collate(penc, idx, pad_id, with_answer=False).items()
                      if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
-            batch.update(input_ids=ids, attention_mask=mask)
+            batch = to_model({**batch, "input_ids": ids, "attention_mask": mask}, model)
             inputs = feats.inputs(batch, idx) if feats is not None else model_inputs(batch, model)
             logits = model(**inputs, position_ids=pos, logits_to_keep=keep).logits
             lp = torch.log_softmax(logits.float(), dim=-1)[r_, c_, t_].double().cpu().numpy()

@@ -44,16 +44,16 @@ def train_lora(params: dict, base_dir: Path, rows: list[dict], data_dir: Path, p
     """(peft model, processor, encoded rows, seconds) after LoRA training on `rows`."""
     from mmunlearn.models.encode import encode, file_images
     from mmunlearn.models.train import train
-    from mmunlearn.models.vlm import base_source, load_vlm
+    from mmunlearn.models.vlm import load_base
 
-    model, processor = load_vlm(base_source(base_dir))
+    model, processor = load_base(base_dir)
     model = add_lora(model, params)
     enc = encode(processor, rows, file_images(data_dir))
     cfg = params["finetune"]
     t0 = time.perf_counter()
     train(model, enc, processor.tokenizer.pad_token_id,
-          TrainConfig(epochs=by_scale(cfg["epochs"], params), lr=float(cfg["lr"]),
-                      batch_size=int(cfg["batch_size"]), seed=int(params["seed"])), progress=progress)
+          TrainConfig(epochs=by_scale(cfg["epochs"], params), lr=float(cfg["lr"]), batch_size=int(cfg["batch_size"]),
+                      grad_accum=int(cfg["grad_accum"]), seed=int(params["seed"])), progress=progress)
     return model, processor, enc, time.perf_counter() - t0
 
 

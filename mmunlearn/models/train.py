@@ -19,6 +19,7 @@ class TrainConfig:
     lr: float
     batch_size: int
     seed: int
+    grad_accum: int = 1             # batches per optimizer step (effective batch = batch_size x grad_accum)
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     scheduler: str = "linear"
@@ -43,7 +44,12 @@ def make_trainer_class():
 
     class AnswerTrainer(Trainer):
         """Trainer whose loss is computed on answer positions only (see scoring.forward_answers);
-        `loss_fn(model, batch)` overrides it (unlearning objectives)."""
+        `loss_fn(model, batch)` overrides it (unlearning objectives). The loss is a mean over the
+        batch's answer tokens, not normalised by the Trainer's `num_items_in_batch`, so the Trainer
+        divides it by the gradient-accumulation steps (the model's `**kwargs` would make it assume
+        the opposite and sum the accumulated batches' means)."""
+
+        loss_is_scaled_for_ga = False
 
         def __init__(self, *a, loss_fn=None, **kw):
             super().__init__(*a, **kw)
@@ -56,8 +62,11 @@ def make_trainer_class():
     return AnswerTrainer
 
 
-def train(model, enc: Encoded, pad_id: int, cfg: TrainConfig, progress: bool = True) -> list[dict]:
-    """Train `model` in place on all sequences of `enc`; returns the Trainer's log history."""
+def train(model, enc: Encoded, pad_id: int, cfg: TrainConfig, progress: bool = True,
+          callbacks: list | None = None) -> list[dict]:
+    """Train `model` in place on all sequences of `enc`; returns the Trainer's log history. The
+    Trainer puts the model and batches on the device (one GPU, or each process's under
+    `accelerate launch`); `callbacks`: extra `TrainerCallback`s (benchmarks/gpu.py times steps)."""
     from transformers import TrainingArguments
 
     with tempfile.TemporaryDirectory() as out:
@@ -66,6 +75,7 @@ def train(model, enc: Encoded, pad_id: int, cfg: TrainConfig, progress: bool = T
             num_train_epochs=cfg.epochs,
             learning_rate=cfg.lr,
             per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
             weight_decay=cfg.weight_decay,
             warmup_steps=cfg.warmup_ratio,
             lr_scheduler_type=cfg.scheduler,
@@ -81,7 +91,7 @@ def train(model, enc: Encoded, pad_id: int, cfg: TrainConfig, progress: bool = T
             train_sampling_strategy="group_by_length",
             use_cpu=not torch.cuda.is_available(),
         )
-        trainer = make_trainer_class()(model=model, args=args, train_dataset=Sequences(enc),
+        trainer = make_trainer_class()(model=model, args=args, train_dataset=Sequences(enc), callbacks=callbacks,
                                        data_collator=lambda items: collate(enc, [it["idx"] for it in items], pad_id))
         trainer.train()
         return list(trainer.state.log_history)

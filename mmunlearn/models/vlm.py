@@ -1,7 +1,11 @@
-"""Checkpoints: resolve offline, load through the Auto* classes, save atomically.
+"""Checkpoints: resolve offline, load through the Auto* classes onto the device, save atomically.
 
 The embedded tiny presets are built by the `base` stage; any other `model` value is a local
-directory or a Hugging Face id that must already be in the local cache (HF_HUB_OFFLINE=1).
+directory or a Hugging Face id that must already be in the local cache (HF_HUB_OFFLINE=1). The
+`base` stage records a real checkpoint's location and its dtype on a GPU (`base.dtype`, set by the
+model's preset) in `models/base/checkpoint.json`; `load_base` reads both, so every stage loads the
+base model the same way: on the GPU of this process when there is one (under `accelerate launch`,
+the process's own `LOCAL_RANK`), in float32 on the CPU.
 """
 from __future__ import annotations
 
@@ -38,6 +42,37 @@ def resolve_checkpoint(model: str) -> Path:
             f"to a local checkpoint directory [{type(err).__name__}]") from None
 
 
+def device():
+    """Where this process runs models: `cuda:<LOCAL_RANK>` when CUDA is available (one process per
+    GPU under `accelerate launch` / torchrun; 0 otherwise), else the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def torch_dtype(name: str | None):
+    """The weights' dtype: `name` (params `base.dtype`) on a GPU, float32 on the CPU (half-precision
+    matmuls there are slow or missing, and a checkpoint saved in float16 would otherwise load as such)."""
+    import torch
+
+    if name is None or device().type != "cuda":
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+def record_checkpoint(out_dir: Path, model_id: str, path: Path, dtype: str) -> None:
+    """`checkpoint.json` of the `base` stage for a real checkpoint: where it is and its GPU dtype."""
+    (out_dir / RECORD).write_text(json.dumps({"model": model_id, "path": str(path), "dtype": dtype}, indent=2) + "\n")
+
+
+def base_dtype(base_dir: str | Path) -> str | None:
+    """The recorded GPU dtype of the base model (None: a tiny preset, saved in float32)."""
+    record = Path(base_dir) / RECORD
+    return json.loads(record.read_text()).get("dtype") if record.is_file() else None
+
+
 def base_source(base_dir: str | Path) -> Path:
     """Where the base model's weights live: the directory itself (tiny presets, saved there) or
     the recorded real checkpoint."""
@@ -50,14 +85,17 @@ def base_source(base_dir: str | Path) -> Path:
     return resolve_checkpoint(json.loads(record.read_text())["path"])
 
 
-def load_vlm(path: str | Path, adapter: str | Path | None = None, merge: bool = False):
-    """(model, processor) via AutoModelForImageTextToText / AutoProcessor; optional peft adapter,
-    merged into the weights when `merge` (inference: no LoRA overhead per forward)."""
+def load_vlm(path: str | Path, adapter: str | Path | None = None, merge: bool = False, dtype: str | None = None):
+    """(model, processor) via AutoModelForImageTextToText / AutoProcessor, the model on `device()`
+    in `torch_dtype(dtype)`; optional peft adapter, merged into the weights when `merge`
+    (inference: no LoRA overhead per forward)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(path)
-    model = AutoModelForImageTextToText.from_pretrained(path)
+    where = device()  # weights straight onto the GPU (no host copy of a 7B model); the CPU as before
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype(dtype),
+                                                        **({"device_map": where} if where.type == "cuda" else {}))
     if adapter is not None:
         from peft import PeftModel
 
@@ -68,10 +106,15 @@ def load_vlm(path: str | Path, adapter: str | Path | None = None, merge: bool = 
     return model, processor
 
 
+def load_base(base_dir: str | Path, adapter: str | Path | None = None, merge: bool = False):
+    """`load_vlm` of the base model of `base_dir` (the `base` stage's output) in its recorded dtype."""
+    return load_vlm(base_source(base_dir), adapter, merge, dtype=base_dtype(base_dir))
+
+
 def load_checkpoint(base_dir: str | Path, adapter_dir: str | Path):
     """An unlearned (or fine-tuned / oracle) checkpoint ready for inference: base + adapter merged,
     with the neurons listed in `pruned.json` (pruning methods) zeroed."""
-    model, processor = load_vlm(base_source(base_dir), adapter_dir, merge=True)
+    model, processor = load_base(base_dir, adapter_dir, merge=True)
     pruned = Path(adapter_dir) / "pruned.json"
     if pruned.is_file():
         apply_pruning(model, json.loads(pruned.read_text()))
@@ -94,7 +137,7 @@ def install_pruning(model, pruned: dict[str, list[int]]) -> list:
         keep[idx] = 0
 
         def pre(_m, inputs, keep=keep):
-            return (inputs[0] * keep.to(inputs[0].dtype),) + tuple(inputs[1:])
+            return (inputs[0] * keep.to(inputs[0].device, inputs[0].dtype),) + tuple(inputs[1:])
         hooks.append(modules[name].register_forward_pre_hook(pre))
     return hooks
 

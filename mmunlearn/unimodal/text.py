@@ -127,10 +127,10 @@ def language_model(vlm):
 def load_model(model: str, base_dir: str | Path):
     """(causal LM, processor-like prompter): `model` a local checkpoint directory (offline), or ""
     for the language model of the VLM in `base_dir` and its processor."""
-    from mmunlearn.models.vlm import base_source, load_vlm, resolve_checkpoint
+    from mmunlearn.models.vlm import load_base, resolve_checkpoint
 
     if not model:
-        vlm, processor = load_vlm(base_source(base_dir))
+        vlm, processor = load_base(base_dir)
         return language_model(vlm), processor
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
