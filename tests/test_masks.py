@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mmunlearn.methods.base import Context, Method, trainable
+from mmunlearn.methods.base import Context, GradientSteps, Method, trainable
 from mmunlearn.methods.mmunlearner import MMUnlearner
 from mmunlearn.methods.salun import top_k_mask
 
@@ -48,7 +48,7 @@ def test_masked_update_keeps_weights_outside_the_mask_under_adam_momentum():
     before = {n: p.detach().clone() for n, p in layer.named_parameters()}
     ctx = Context(model=layer, ref=None, optimizer=opt, accelerator=None, rng=np.random.default_rng(0),
                   forget_batches=None, retain_batches=None, state={"grad_mask": mask})
-    Method({}).masked_update(ctx)
+    Method(GradientSteps(lr=0.1, steps=1)).masked_update(ctx)
     for n, p in layer.named_parameters():
         assert torch.equal(p[~mask[n]], before[n][~mask[n]])
         assert (p[mask[n]] != before[n][mask[n]]).all()
@@ -60,7 +60,7 @@ def test_masked_update_freezes_a_tensor_the_mask_does_not_name():
     ctx = Context(model=layer, ref=None, optimizer=opt, accelerator=None, rng=np.random.default_rng(0),
                   forget_batches=None, retain_batches=None,
                   state={"grad_mask": {"weight": torch.ones(3, 4, dtype=torch.bool)}})
-    Method({}).masked_update(ctx)
+    Method(GradientSteps(lr=0.1, steps=1)).masked_update(ctx)
     assert torch.equal(layer.bias, bias)
 
 

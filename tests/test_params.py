@@ -109,7 +109,6 @@ LLAVA = "llava-hf/llava-1.5-7b-hf"
     ((LLAVA, "finetune", "lrr"), 1e-5, f"presets[{LLAVA}].finetune.lrr=1e-05: not a key of params.yaml"),
     ((LLAVA, "data"), {"image_size": 64}, f"presets[{LLAVA}].data="),
     ((LLAVA, "finetune", "lr"), "fast", f"presets[{LLAVA}] -> finetune.lr='fast'"),
-    ((LLAVA, "unlearn", "po", "lr"), -1.0, f"presets[{LLAVA}] -> unlearn.po.lr=-1.0"),
     ((LLAVA, "finetune", "epochs"), {"smoke": 1}, f"presets[{LLAVA}] -> finetune.epochs.small=None: missing"),
     (("tiny-llava",), {"finetune": {"lr": 1e-3}}, "presets='tiny-llava'"),
 ])
@@ -125,6 +124,19 @@ def test_bad_preset_is_named(base_params, path, value, needle):
     with pytest.raises(ParamError) as err:
         validate_presets(p)
     assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_presets_method_value_is_checked_by_the_method(base_params):
+    """Method blocks are checked by the method's declaration where it runs (`Method.configure`):
+    a preset's bad learning rate passes the torch-free load, and is named before any compute."""
+    from mmunlearn.methods import check
+    from mmunlearn.params import for_model, validate_presets
+
+    p = copy.deepcopy(base_params)
+    p["presets"][LLAVA]["unlearn"]["po"]["lr"] = -1.0
+    validate_presets(p)
+    with pytest.raises(ParamError, match=r"unlearn\.po\.lr=-1\.0"):
+        check(for_model(p, LLAVA), ["po"])
 
 
 def test_load_applies_the_selected_model_preset_only(tmp_path):
