@@ -1,11 +1,19 @@
 PY ?= python3
-VENV := .venv
+LOCAL_VENV := .venv
+VENV := $(LOCAL_VENV)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser repro test bench clean
+.PHONY: setup browser repro pull test bench clean
 
+# `make <target> VENV=/path/to/env` runs in an environment you already have, as it is: it is never
+# created, upgraded or reinstalled here (tests use it to run `make pull` in a copy of the repo).
+ifeq ($(origin VENV),command line)
+setup:
+	@test -x $(BIN)/python || { echo "error: VENV=$(VENV) has no $(BIN)/python" >&2; exit 2; }
+else
 setup: $(STAMP)
+endif
 
 # Idempotent: the venv is rebuilt only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -19,6 +27,12 @@ $(STAMP): pyproject.toml
 repro: setup
 	. $(BIN)/activate && dvc repro
 
+# Checks the default remote's endpoint, credentials and bucket first (one line and exit 2 if any
+# is missing), so no download starts without access; then fetches every output of dvc.lock, or
+# with TARGETS="finetune oracle" those stages' outputs and everything they depend on.
+pull: setup
+	. $(BIN)/activate && python -m mmunlearn.remote check && dvc pull $(if $(TARGETS),--with-deps $(TARGETS))
+
 # The report's browser test drives the distribution's headless Chromium (root, as on CI).
 browser:
 	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
@@ -29,5 +43,6 @@ test: setup browser
 bench: setup
 	. $(BIN)/activate && python benchmarks/assemble.py
 
+# Only this checkout's own .venv, never an environment given as VENV=.
 clean:
-	rm -rf $(VENV)
+	rm -rf $(LOCAL_VENV)

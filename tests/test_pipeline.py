@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import time
 
 import pandas as pd
 import pytest
@@ -69,3 +72,48 @@ def test_full_scale_exp_run_assemble(repo):
     assert len(list((repo / "data" / "images").iterdir())) == 9500
     assert len(pd.read_parquet(repo / "data" / "qa.parquet")) == 16000
     assert len(pd.read_parquet(repo / "data" / "profiles.parquet")) == 1000
+
+
+def wait_for_queue(repo, timeout: float = 1800) -> str:
+    """Poll `dvc queue status` until no experiment is queued or running; its last table."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        status = run(["dvc", "queue", "status"], repo).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        time.sleep(5)
+    raise AssertionError(f"queue still busy after {timeout} s:\n{status}")
+
+
+@pytest.mark.slow
+def test_queued_experiments_fan_out_and_reuse_every_unchanged_stage(released_pipeline, tmp_path):
+    """Two queued focus methods run side by side (`dvc queue start -j 2`) in temporary workspaces
+    made from the committed repository: each gets its own params and metrics, and only `selected`,
+    the one stage that reads `method`, runs; the rest comes out of the shared cache."""
+    from mmunlearn.export.selected import select
+
+    repo = tmp_path / "repo"
+    shutil.copytree(released_pipeline, repo, symlinks=True)
+    methods = ("ga", "kl")
+    for m in methods:
+        run(["dvc", "exp", "run", "--queue", "-n", f"focus-{m}", "-S", f"method={m}"], repo)
+    run(["dvc", "queue", "start", "-j", "2"], repo)
+    try:
+        status = wait_for_queue(repo)
+    finally:
+        run(["dvc", "queue", "stop"], repo, check=False)
+    assert status.count("Success") == 2, status
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    exps = {e["name"]: e["revs"][0]["data"] for base in shown for e in base.get("experiments") or []}
+    for m in methods:
+        data = exps[f"focus-{m}"]
+        assert data["params"]["params.yaml"]["data"]["method"] == m
+        metrics = data["metrics"]["outputs/selected/metrics.json"]["data"]
+        expected = select({"method": m}, eval_root=repo / "outputs" / "eval",
+                          weights_path=repo / "outputs" / "analysis" / "uqs_weights.json", out_dir=tmp_path / m)
+        assert metrics == json.loads(json.dumps(expected))
+        log = run(["dvc", "queue", "logs", f"focus-{m}"], repo).stdout
+        assert re.findall(r"Running stage '([^']+)'", log) == ["selected"], log
+        for stage in ("assemble", "base", "finetune", "oracle", f"unlearn@{m}", "analyze"):
+            assert f"Stage '{stage}' didn't change, skipping" in log, log
+    assert exps["focus-ga"]["metrics"] != exps["focus-kl"]["metrics"]
