@@ -6,6 +6,10 @@ process) and data. A forked child may only run torch single-threaded (the parent
 does not survive the fork), so where the cores leave a worker more than one thread the workers
 are spawned instead. On an accelerator, or with one worker, the jobs run here one after another.
 
+Under a data-parallel launch (`mmunlearn.distributed`: torchrun / accelerate launch) the pool
+steps aside: the launcher's processes already hold the cores, and every rank must run the same
+jobs in the same order (their training steps synchronise), so the jobs run here, in order.
+
 The worker count is a runtime knob (params.yaml `runtime:`, no stage's param): it cannot change
 results because each job runs with the torch thread count of the default plan whatever the
 count, and float reductions depend on the thread count, not on which process runs a job.
@@ -26,13 +30,16 @@ def plan(workers: int, n_jobs: int, per_job: bool = False) -> tuple[int, int]:
     """(worker processes, torch threads per job). Processes: `workers`, 0 = one per core, or with
     `per_job` one per job up to twice the cores (jobs of equal size: 3 on 2 cores end at 1.5x one
     job's time, not 2x); never more than the jobs; one on an accelerator (its memory holds one
-    job's models). Threads come from the default plan alone, never from `workers`: the cores split
-    between its processes (the caller's own count where it has one process), at most the caller's
-    count (a block pinned to 1 thread stays at 1)."""
+    job's models); one under a data-parallel launch (the ranks run every job in step). Threads come
+    from the default plan alone, never from `workers`: the cores split between its processes (the
+    caller's own count where it has one process), at most the caller's count (a block pinned to 1
+    thread stays at 1)."""
     import torch
 
+    from mmunlearn.distributed import world_size
+
     here = torch.get_num_threads()
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() or world_size() > 1:
         return 1, here
     cores = os.cpu_count() or 1
     default = max(1, min(2 * cores if per_job else cores, n_jobs))

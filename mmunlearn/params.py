@@ -19,8 +19,10 @@ METHOD_INFRA = ("base", "runner", "losses")   # modules of mmunlearn/methods tha
 TOP_LEVEL = ("seed", "seeds", "scale", "model", "method", "methods",
              "data", "base", "finetune", "oracle", "unlearn", "metrics", "analysis", "runtime")
 # Runtime knobs (`runtime.<key>`): worker counts, which cannot change results (mmunlearn.parallel),
-# so no stage lists them and editing one reruns nothing. Each was `<key>` in its section before.
-RUNTIME = ("data.workers", "oracle.workers", "unlearn.workers", "metrics.workers", "unimodal.text.workers")
+# and the process-group timeout of a data-parallel launch (mmunlearn.distributed), so no stage lists
+# them and editing one reruns nothing. Each worker count was `<key>` in its section before.
+RUNTIME = ("data.workers", "oracle.workers", "unlearn.workers", "metrics.workers", "unimodal.text.workers",
+           "distributed.timeout_minutes")
 # Runtime switches (true / false): activation checkpointing recomputes the same activations in the
 # backward pass (less memory, same results).
 RUNTIME_FLAGS = ("gradient_checkpointing",)

@@ -4,6 +4,11 @@ Hooks, all optional: `forget_answers` (targets that replace the true forget answ
 random labels), `begin_task` (masks computed once per task), `step` (methods with their own
 update rule) and `run_task` (methods with no gradient step at all).
 
+Gradient steps compute their loss through `Context.train_loss`: under a data-parallel launch that
+is one forward of the DDP-wrapped `StepLoss`, so the backward that follows averages the gradients
+over the ranks; statistics over whole sets (Fisher, saliency, MANU's activations), the same rows on
+every rank, run on the plain model and stay local.
+
 Masked methods (SalUn, MMUnlearner's ascent steps) put their mask in `ctx.state["grad_mask"]` and
 update through `Method.masked_update`, the one place where "weights outside the mask do not change"
 is enforced: gradients outside it are zeroed, and after the optimizer step the weights outside it
@@ -80,14 +85,37 @@ class Context:
     optimizer: torch.optim.Optimizer
     accelerator: Any
     rng: np.random.Generator
-    forget_batches: Any             # callable -> next forget batch
-    retain_batches: Any             # callable(n=batch size) -> next retain batch (of n rows)
+    # callables (methods.runner.Sampler): the next batch of this process (its shard under a
+    # data-parallel launch; `whole=True`: the same batch on every rank)
+    forget_batches: Any             # callable(n=batch size, whole=False) -> next forget batch
+    retain_batches: Any             # callable(n=batch size, whole=False) -> next retain batch (of n rows)
     forget_rows: list[dict] = field(default_factory=list)
     # callable -> the task's whole forget set with its true answers, as batches in order (masks
     # computed over the full set); None where a caller has none to give
     forget_set: Any = None
     retain_rows: list[dict] = field(default_factory=list)
     state: dict = field(default_factory=dict)   # per-task method state (masks, ...)
+    # callable(loss_fn, *args) -> loss: the prepared `StepLoss` (None: call loss_fn directly)
+    step_loss: Any = None
+
+    def train_loss(self, fn, *args) -> torch.Tensor:
+        """`fn(*args)`, the loss of one gradient step, through `step_loss` where the runner set it."""
+        return fn(*args) if self.step_loss is None else self.step_loss(fn, *args)
+
+
+class StepLoss(torch.nn.Module):
+    """The trainable model with a loss function as its forward: what the runner wraps in DDP
+    (`accelerator.prepare`), so a gradient step is one DDP forward however many passes its loss
+    makes. DDP finds the weights a step uses from the output of its last forward, so a DDP-wrapped
+    model run twice before one backward (forget, then retain) fails when the first pass used a
+    weight the second did not (LoRA on the vision tower, then a batch without images)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, loss_fn, *args) -> torch.Tensor:
+        return loss_fn(*args)
 
 
 def nll_of(model, batch: dict) -> torch.Tensor:
@@ -131,7 +159,7 @@ class Method:
         """One optimisation step; returns the logged losses."""
         forget, retain = ctx.forget_batches(), ctx.retain_batches()
         ctx.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(ctx, forget, retain)
+        loss = ctx.train_loss(self.loss, ctx, forget, retain)
         ctx.accelerator.backward(loss)
         self.masked_update(ctx)
         return {"loss": float(loss.detach())}

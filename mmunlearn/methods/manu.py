@@ -127,8 +127,9 @@ class MANU(Method):
     def run_task(self, ctx) -> dict[str, float]:
         modules = mlp_outputs(ctx.model)
         n_batches = self.hp.batches
-        f = neuron_stats(ctx.model, [ctx.forget_batches() for _ in range(n_batches)], modules)
-        r = neuron_stats(ctx.model, [ctx.retain_batches() for _ in range(n_batches)], modules)
+        # whole batches: every rank of a data-parallel launch scores the same rows, prunes the same
+        f = neuron_stats(ctx.model, [ctx.forget_batches(whole=True) for _ in range(n_batches)], modules)
+        r = neuron_stats(ctx.model, [ctx.retain_batches(whole=True) for _ in range(n_batches)], modules)
         scores = importance_scores(f, r, self.hp.weights, self.hp.eps)
         pruned = ctx.state.setdefault("pruned", {})
         new = select_top(scores, self.hp.top_k, {k: set(v) for k, v in pruned.items()})

@@ -52,7 +52,8 @@ class MMUnlearner(Method):
         if ctx.forget_set is None:
             raise ValueError("mmunlearner: the context has no forget_set (the task's whole forget set)")
         forget = ctx.forget_set()
-        retain = [ctx.retain_batches(len(b["input_ids"])) for b in forget]
+        # whole batches, like the forget set: the same rows on every rank of a data-parallel launch
+        retain = [ctx.retain_batches(len(b["input_ids"]), whole=True) for b in forget]
         ctx.state["grad_mask"] = fisher_mask(fisher_diagonal(ctx, forget), fisher_diagonal(ctx, retain),
                                              self.hp.tau)
 
@@ -64,7 +65,7 @@ class MMUnlearner(Method):
     def ascent_step(self, ctx) -> float:
         """Gradient ascent on a forget batch, inside the mask only."""
         ctx.optimizer.zero_grad(set_to_none=True)
-        loss = -nll_of(ctx.model, ctx.forget_batches())
+        loss = -ctx.train_loss(nll_of, ctx.model, ctx.forget_batches())
         ctx.accelerator.backward(loss)
         self.masked_update(ctx)
         return float(loss.detach())
@@ -72,7 +73,7 @@ class MMUnlearner(Method):
     def retain_step(self, ctx) -> float:
         """NLL descent on a retain batch, every weight (unmasked, as in the paper's code)."""
         ctx.optimizer.zero_grad(set_to_none=True)
-        loss = nll_of(ctx.model, ctx.retain_batches())
+        loss = ctx.train_loss(nll_of, ctx.model, ctx.retain_batches())
         ctx.accelerator.backward(loss)
         ctx.optimizer.step()
         return float(loss.detach())

@@ -3,6 +3,10 @@
 `finetune` trains on forget + retain profiles (never holdout); an oracle uses the same recipe on
 the profiles that remain after a forget set is removed: one per static split and per continual
 checkpoint listed in `oracle`. Oracles train side by side (`mmunlearn.parallel`).
+
+Under a data-parallel launch (`mmunlearn.distributed`) every rank trains (the HF Trainer shards
+the batches: per-process `finetune.batch_size` x processes rows a step) and rank 0 alone saves,
+evaluates and writes while the others wait at a barrier; the metrics record `processes`.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from mmunlearn.data.splits import static_split_name
+from mmunlearn.distributed import barrier, is_main, world_size
 from mmunlearn.io import atomic_dir, write_json
 from mmunlearn.models.train import TrainConfig, by_scale
 from mmunlearn.parallel import run_jobs
@@ -78,20 +83,31 @@ def accuracy_table(model, processor, qa: pd.DataFrame, data_dir: Path, groups: d
 
 
 def finetune(params: dict, base_dir="models/base", data_dir="data", out_dir="models/finetuned",
-             metrics_path="outputs/finetune/metrics.json", progress: bool = True) -> dict:
+             metrics_path="outputs/finetune/metrics.json", progress: bool = True) -> dict | None:
+    """Train -> `out_dir` (the adapter), memorisation metrics -> `metrics_path`; the metrics (None
+    on the ranks other than 0 of a data-parallel launch)."""
     data_dir = Path(data_dir)
     qa = pd.read_parquet(data_dir / "qa.parquet")
     trained = qa.split != "holdout"
     model, processor, _, seconds = train_lora(params, Path(base_dir), qa[trained].to_dict("records"),
                                               data_dir, progress)
+    metrics = _finetuned_metrics(params, model, processor, qa, trained, data_dir, out_dir, seconds) if is_main() else None
+    barrier()
+    if metrics is not None:
+        write_json(metrics_path, metrics)
+    return metrics
+
+
+def _finetuned_metrics(params: dict, model, processor, qa: pd.DataFrame, trained: pd.Series, data_dir: Path,
+                       out_dir, seconds: float) -> dict:
+    """Save the adapter, then the accuracy table of the merged model (rank 0's part of `finetune`)."""
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
     model = model.merge_and_unload()
     groups = {"trained": trained, "forget": qa.split == "forget", "retain": qa.split == "retain",
               "holdout": qa.split == "holdout"}
     metrics = accuracy_table(model, processor, qa, data_dir, groups, int(params["metrics"]["batch_size"]))
-    metrics.update({"train_rows": int(trained.sum()), "train_seconds": round(seconds, 1)})
-    write_json(metrics_path, metrics)
+    metrics.update({"train_rows": int(trained.sum()), "train_seconds": round(seconds, 1), "processes": world_size()})
     return metrics
 
 
@@ -114,12 +130,21 @@ def oracle_jobs(params: dict, profiles: pd.DataFrame) -> list[dict]:
     return jobs
 
 
-def _oracle_worker(args: tuple) -> dict:
+def _oracle_worker(args: tuple) -> dict | None:
+    """Train one oracle; rank 0 saves and evaluates it (None elsewhere) while the others wait."""
     params, job, base_dir, data_dir, out_root = args
     qa = pd.read_parquet(Path(data_dir) / "qa.parquet")
     keep = qa.profile_id.isin(job["keep"])
     model, processor, _, seconds = train_lora(params, Path(base_dir), qa[keep].to_dict("records"),
                                               Path(data_dir), progress=False)
+    metrics = _oracle_metrics(params, job, qa, keep, model, processor, data_dir, out_root, seconds) if is_main() else None
+    barrier()
+    return metrics
+
+
+def _oracle_metrics(params: dict, job: dict, qa: pd.DataFrame, keep: pd.Series, model, processor, data_dir,
+                    out_root, seconds: float) -> dict:
+    """Save one oracle's adapter, then its accuracy on its forget and kept rows (rank 0's part)."""
     with atomic_dir(Path(out_root) / job["name"]) as tmp:
         model.save_pretrained(tmp)
     model = model.merge_and_unload()
@@ -132,14 +157,19 @@ def _oracle_worker(args: tuple) -> dict:
 
 def train_oracles(params: dict, base_dir="models/base", data_dir="data", out_root="models/oracle",
                   metrics_path="outputs/oracle/metrics.json") -> dict:
+    """Every oracle of `oracle_jobs` -> `out_root/<name>/`; their metrics by name, written to
+    `metrics_path` with `processes` (the world size) beside them ({} on the ranks other than 0)."""
     profiles = pd.read_parquet(Path(data_dir) / "profiles.parquet")
     jobs = oracle_jobs(params, profiles)
     tasks = [(params, job, str(base_dir), str(data_dir), str(out_root)) for job in jobs]
-    Path(out_root).mkdir(parents=True, exist_ok=True)
+    if is_main():
+        Path(out_root).mkdir(parents=True, exist_ok=True)
     results = run_jobs(_oracle_worker, tasks, runtime(params, "oracle.workers"), per_job=True)
+    if not is_main():
+        return {}
     metrics = {job["name"]: res for job, res in zip(jobs, results)}
     for job, res in zip(jobs, results):
         print(f"oracle {job['name']}: forget acc {res['forget_acc']} kept acc {res['kept_acc']} "
               f"({res['train_seconds']} s)")
-    write_json(metrics_path, metrics)
+    write_json(metrics_path, {"processes": world_size(), **metrics})
     return metrics
