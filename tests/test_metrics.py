@@ -18,7 +18,7 @@ from mmunlearn.metrics import (METRICS, accuracy, activation_distance, continual
                                modality_alignment, oracle_distance, rouge_l, truth_ratio,
                                upper_triangular, zlib_score)
 from mmunlearn.metrics.mia import balanced_draws
-from mmunlearn.metrics.recovery import kr_gap_reason, kr_summary, kr_vs_oracle
+from mmunlearn.metrics.recovery import kr_gap_reason, kr_summary, kr_vs_oracle, recovered
 from mmunlearn.metrics.rows import (differs, normalize, prediction, row_correct, strict_match,
                                     text_match, wrong_values)
 
@@ -270,98 +270,76 @@ def test_oracle_distance_accepts_torch_tensors():
     assert oracle_distance(a, b) == 5.0
 
 
-def kr(re, un, ft, ftr=None, g=0.1):
-    """`kr_relearn` with FA_finetuned_relearned = FA_finetuned (retention 1) unless given."""
-    return kr_relearn(fa_relearned=re, fa_unlearned=un, fa_finetuned=ft,
-                      fa_finetuned_relearned=ft if ftr is None else ftr, min_gap=g)
+def rows(*codes):
+    """Per-row correctness (finetuned, unlearned, relearned) from 3-letter codes, 1 = correct:
+    rows("110", "101") -> ft [1, 1], unlearned [1, 0], relearned [0, 1]."""
+    return {k: np.array([c[i] == "1" for c in codes]) for i, k in enumerate(("finetuned", "unlearned", "relearned"))}
 
 
-def summary(re, un, ft, o=None, ore=None, ftr=None, g=0.1):
-    return kr_summary(fa_relearned=re, fa_unlearned=un, fa_finetuned=ft,
-                      fa_finetuned_relearned=ft if ftr is None else ftr, fa_oracle=o, fa_oracle_relearned=ore,
-                      min_gap=g)
-
-
-def test_kr_relearn():
-    # retention 1: (0.5 - 0.2) / (0.8 - 0.2) = 0.3 / 0.6 = 0.5
-    assert kr(0.5, 0.2, 0.8) == pytest.approx(0.5)
-    assert kr(0.5, 0.2, 0.2) is None      # nothing was forgotten: 0 denominator
-    assert kr(0.5, 0.3, 0.2) is None      # negative denominator
-    assert kr(None, 0.2, 0.8) is None
+def test_kr_counts_the_forgotten_rows_that_come_back():
+    # 10 rows; the fine-tuned model knows 8; the unlearned model forgot 4 of them (rows 0-3) and
+    # knows 4 (rows 4-7); the relearning brings back rows 0 and 1 and erases rows 4, 5, 6:
+    # KR = 2 / 4 = 0.5; relearn_loss = 3 / 4; FA: ft 0.8, un 0.4, re 0.2 + 0.1 = 0.3
+    r = rows("101", "101", "100", "100", "110", "110", "110", "111", "000", "000")
+    assert kr_relearn(**r, min_gap=0.2) == pytest.approx(0.5)
+    out = kr_summary(**r, min_gap=0.2)
+    assert out["relearn_loss"] == pytest.approx(0.75)
+    # the aggregate ratio mixes recovery with damage: (0.3 - 0.4) / (0.8 - 0.4) = -0.25
+    assert out["kr_net"] == pytest.approx(-0.25)
+    # rows the fine-tuned model never knew do not count, whatever the relearning does to them
+    r2 = rows("101", "101", "100", "100", "110", "110", "110", "111", "001", "001")
+    assert kr_relearn(**r2, min_gap=0.2) == pytest.approx(0.5)
+    # nothing came back / all came back
+    assert kr_relearn(**rows("100", "100", "111"), min_gap=0.2) == 0.0
+    assert kr_relearn(**rows("101", "101", "110"), min_gap=0.2) == 1.0
     with pytest.raises(ValueError, match="kr_min_gap"):
-        kr(0.5, 0.2, 0.8, g=1.5)
+        kr_relearn(**r, min_gap=1.5)
 
 
-def test_kr_is_net_of_the_relearnings_damage():
-    # MANU-like: the unlearned model knows 0.675; relearning lowers it to 0.637, and lowers the
-    # fine-tuned model (nothing to recover) from 1.0 to 0.912. Retention r = 0.912; undisturbed
-    # the relearned model would know 0.637 / 0.912 = 0.698465; KR = 0.023465 / 0.325 = 0.07220
-    out = summary(0.637, 0.675, 1.0, ftr=0.912)
-    assert out["retention"] == pytest.approx(0.912)
-    assert out["kr"] == pytest.approx(0.07220, abs=1e-5)
-    assert out["kr_uncorrected"] == pytest.approx(-0.11692, abs=1e-5)
-    # a model that lost exactly the share r of what it knew recovered nothing: KR = 0
-    assert kr(0.5 * 0.8, 0.5, 1.0, ftr=0.8) == pytest.approx(0.0)
-    # full recovery = the fine-tuned model after the same relearning: KR = 1
-    assert kr(0.8, 0.5, 1.0, ftr=0.8) == pytest.approx(1.0)
-    # a relearning that teaches the fine-tuned model is capped at r = 1 (the oracle's part)
-    assert kr(0.5, 0.2, 0.8, ftr=0.9) == pytest.approx(0.5)
-    # a relearning that destroys what is known leaves nothing to measure: null, with why
-    out = summary(0.1, 0.5, 1.0, ftr=0.3, g=0.2)   # r (1 - 0.5) = 0.15 < 0.2
-    assert out["kr"] is None and out["kr_reason"].startswith("retention r = 0.3")
-    missing = summary(0.5, 0.2, 0.8, ftr=None)
-    assert missing["kr"] is not None                 # helper default: ftr = ft
-    no_control = kr_summary(fa_relearned=0.5, fa_unlearned=0.2, fa_finetuned=0.8, fa_finetuned_relearned=None,
-                            min_gap=0.1)
-    assert no_control["kr"] is None and "fine-tuned relearning control" in no_control["kr_reason"]
+def test_kr_is_bounded_on_every_outcome():
+    # every assignment of 4 rows x (finetuned, unlearned, relearned) and every oracle recovery:
+    # KR in [0, 1] and KR_vs_oracle in [-1, 1] whenever defined; null exactly when the gap is short
+    import itertools
+    codes = ["".join(c) for c in itertools.product("01", repeat=3)]
+    for combo in itertools.product(codes, repeat=4):
+        r = rows(*combo)
+        k = kr_relearn(**r, min_gap=0.25)
+        short = r["finetuned"].mean() - r["unlearned"].mean() < 0.25 - 1e-12
+        assert (k is None) == short
+        for o in (0.0, 0.5, 1.0):
+            vs = kr_vs_oracle(oracle_recovery=o, **r, min_gap=0.25)
+            assert (vs is None) == short
+            if k is not None:
+                assert 0.0 <= k <= 1.0 and -1.0 <= vs <= 1.0 and vs == pytest.approx(k - o)
 
 
 def test_kr_gap_rule_and_reason():
-    # the default run's KR = -7.0: (0.49 - 0.70) / (0.73 - 0.70) = -0.21 / 0.03 -- now null
-    assert kr(0.49, 0.70, 0.73) is None
-    out = summary(0.49, 0.70, 0.73, 0.1, 0.2)
-    assert out["kr"] is None and out["kr_vs_oracle"] is None
+    # the default run's KR = -7.0 came from a gap of 0.03; such a gap is now null, with why
+    r = rows(*(["111"] * 70 + ["101"] * 3 + ["000"] * 27))
+    out = kr_summary(**r, min_gap=0.1, oracle_recovery=0.2)
+    assert out["kr"] is None and out["kr_vs_oracle"] is None and out["kr_net"] is None
     assert out["kr_reason"] == "FA_finetuned - FA_unlearned = 0.03 < metrics.kr_min_gap 0.1"
     assert out["kr_vs_oracle_reason"] == out["kr_reason"]
-    # a gap equal to the threshold (0.3 - 0.2 = 0.09999999999999998 in floats) is defined:
-    # (0.25 - 0.2) / 0.1 = 0.5
+    # a gap equal to the threshold (0.3 - 0.2 = 0.09999999999999998 in floats) is defined
     assert kr_gap_reason(0.2, 0.3, 0.1) is None
-    assert kr(0.25, 0.2, 0.3) == pytest.approx(0.5)
     assert kr_gap_reason(None, 0.3, 0.1).startswith("FA_unlearned None")
 
 
-def test_kr_is_bounded_by_the_gap():
-    # with r (FA_finetuned - FA_unlearned) >= g, |KR| <= 1/g and |KR_vs_oracle| <= 2/g (all FA in [0,1])
-    g, grid = 0.2, np.linspace(0.0, 1.0, 11)
-    seen = []
-    for un, ft, re, ftr, o, ore in ((a, b, c, d, e, f) for a in grid for b in grid for c in grid
-                                    for d in grid[::2] for e in grid[::5] for f in grid[::5]):
-        k = kr(re, un, ft, ftr=ftr, g=g)
-        vs = kr_vs_oracle(fa_relearned=re, fa_unlearned=un, fa_finetuned=ft, fa_finetuned_relearned=ftr,
-                          fa_oracle=o, fa_oracle_relearned=ore, min_gap=g)
-        r = min(1.0, ftr / ft) if ft > 0 else 0.0
-        assert (k is None) == (ft - un < g - 1e-12 or r * (ft - un) < g - 1e-12) == (vs is None)
-        if k is not None:
-            seen.append(k)
-            assert abs(k) <= 1 / g + 1e-9 and abs(vs) <= 2 / g + 1e-9
-    # the extremes at r = 1: un=0, ft=0.2, re=1 -> 1/0.2 = 5; un=0.8, ft=1, re=0 -> -0.8/0.2 = -4
-    assert min(seen) == pytest.approx(-0.8 / 0.2) and max(seen) == pytest.approx(1.0 / 0.2)
-
-
 def test_kr_vs_oracle_by_hand():
-    # unlearned recovers 0.6 - 0.2 = 0.4; the oracle gains 0.3 - 0.1 = 0.2 from the same steps;
-    # beyond the oracle: (0.4 - 0.2) / (0.8 - 0.2) = 1/3  (KR alone: 0.4 / 0.6 = 2/3)
-    out = summary(0.6, 0.2, 0.8, 0.1, 0.3)
-    assert out["kr"] == pytest.approx(2 / 3) and out["kr_vs_oracle"] == pytest.approx(1 / 3)
+    # forgotten rows 0-3, two come back: KR 0.5; the oracle gets back 1 in 4 of the rows it
+    # never knew: KR_vs_oracle = 0.5 - 0.25 = 0.25
+    r = rows("101", "101", "100", "100", "111")
+    ft, o, o_after = np.array([1, 1, 1, 1, 1, 0], bool), np.array([0, 0, 0, 0, 1, 0], bool), \
+        np.array([1, 0, 0, 0, 1, 1], bool)
+    assert recovered(ft, o, o_after) == pytest.approx(0.25)   # row 5: the fine-tuned model never knew it
+    out = kr_summary(**r, min_gap=0.2, oracle_recovery=recovered(ft, o, o_after))
+    assert out["kr"] == pytest.approx(0.5) and out["kr_vs_oracle"] == pytest.approx(0.25)
     assert out["kr_reason"] is None and out["kr_vs_oracle_reason"] is None
-    # relearning that teaches the oracle as much as the unlearned model: no hidden knowledge
-    assert kr_vs_oracle(fa_relearned=0.6, fa_unlearned=0.2, fa_finetuned=0.8, fa_finetuned_relearned=0.8,
-                        fa_oracle=0.1, fa_oracle_relearned=0.5, min_gap=0.1) == pytest.approx(0.0)
-    # with the relearning's damage (r = 0.75): KR = (0.6 / 0.75 - 0.2) / 0.6 = 1; less 0.2 / 0.6
-    assert summary(0.6, 0.2, 0.8, 0.1, 0.3, ftr=0.6)["kr_vs_oracle"] == pytest.approx(1 - 1 / 3)
+    # the same steps teach the oracle as much: no hidden knowledge
+    assert kr_vs_oracle(oracle_recovery=0.5, **r, min_gap=0.2) == pytest.approx(0.0)
     # no oracle: KR stays, KR_vs_oracle is null with its own reason
-    none = summary(0.6, 0.2, 0.8)
-    assert none["kr"] == pytest.approx(2 / 3) and none["kr_vs_oracle"] is None
+    none = kr_summary(**r, min_gap=0.2)
+    assert none["kr"] == pytest.approx(0.5) and none["kr_vs_oracle"] is None
     assert "oracle" in none["kr_vs_oracle_reason"] and none["kr_reason"] is None
 
 
@@ -596,18 +574,21 @@ def test_relearn_kr_on_a_tiny_model(smoke_dataset, tmp_path):
     unlearned = ev.run(model, forget)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     # the oracle IS the unlearned model here: the same steps teach it exactly as much, so the
-    # recovery beyond the oracle is 0; the fine-tuned model knew every test row (FA 1) and kept
-    # them all through the relearning (retention 1)
-    fa_o, fa_or = relearn_control(ev, model, forget, 0)
-    control = {"fa_oracle": fa_o, "fa_oracle_relearned": fa_or, "fa_finetuned_relearned": 1.0}
-    out = relearn_kr(ev, model, unlearned, forget, {r["qa_id"]: True for r in forget}, 0, control)
+    # recovery beyond the oracle is 0; the fine-tuned model knew every test row (FA 1)
+    ft = {r["qa_id"]: True for r in forget}
+    o, o_after = relearn_control(ev, model, forget, 0)
+    assert len(o) == len(o_after) == sum(len(b) for _, b in folds)
+    control = {"fa_oracle": accuracy(o), "fa_oracle_relearned": accuracy(o_after),
+               "oracle_recovery": recovered(np.ones_like(o), o, o_after)}
+    out = relearn_kr(ev, model, unlearned, forget, ft, 0, control)
     assert [f["train_rows"] + f["test_rows"] for f in out["folds"]] == [len(forget)] * 2
-    assert out["fa_finetuned"] == 1.0 and out["fa_oracle"] == out["fa_unlearned"]
+    assert out["fa_finetuned"] == 1.0 and out["fa_oracle"] == pytest.approx(out["fa_unlearned"], abs=1e-6)
     assert out["fa_unlearned"] == pytest.approx(unlearned.frame.correct.mean(), abs=1e-6)  # every row measured once
-    assert out["fa_oracle_relearned"] == out["fa_relearned"]
-    assert out["kr"] == pytest.approx((out["fa_relearned"] - out["fa_unlearned"]) / (1 - out["fa_unlearned"]), abs=1e-6)
+    assert out["fa_oracle_relearned"] == pytest.approx(out["fa_relearned"], abs=1e-6)
+    assert out["kr"] == pytest.approx(control["oracle_recovery"], abs=1e-6) and 0.0 <= out["kr"] <= 1.0
     assert out["kr_vs_oracle"] == 0.0 and out["kr_reason"] is None
-    assert out["retention"] == 1.0 and out["kr_uncorrected"] == out["kr"]
+    assert out["kr_net"] == pytest.approx((out["fa_relearned"] - out["fa_unlearned"]) / (1 - out["fa_unlearned"]),
+                                          abs=1e-5)
     # relearning adapters are unloaded: the model is bit-identical and is a plain model again
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

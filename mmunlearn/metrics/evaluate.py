@@ -36,7 +36,7 @@ from mmunlearn.metrics import (accuracy, activation_distance, continual_metrics,
                                min_k_score, modality_alignment, oracle_distance, rouge_l, truth_ratio,
                                upper_triangular, zlib_score)
 from mmunlearn.metrics.probes import PROBES, probe_rows
-from mmunlearn.metrics.recovery import kr_gap_reason, kr_summary
+from mmunlearn.metrics.recovery import kr_gap_reason, kr_summary, recovered
 from mmunlearn.metrics.rows import mia_features, prediction, strict_match
 from mmunlearn.params import runtime
 
@@ -242,60 +242,65 @@ def fold_ids(folds) -> list[str]:
 
 
 def relearn_control(ev: Evaluator, model, forget_rows: list[dict], seed: int,
-                    before: pd.Series | None = None) -> tuple[float | None, float | None]:
-    """(FA before, FA after) the relearning of `relearn_kr` (same folds, steps and seed) for a
-    model whose KR is not asked for: a control. `before`: its per-row correctness on the forget
-    rows by qa_id, where its forget pass was made already."""
+                    before: pd.Series | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per (fold, test row) correctness before and after the relearning of `relearn_kr` (same
+    folds, steps and seed) for a model whose KR is not asked for: a control. `before`: its
+    per-row correctness on the forget rows by qa_id, where its forget pass was made already."""
     folds = relearn_folds(forget_rows, float(ev.cfg["relearn_fraction"]), seed)
     if not folds:
-        return None, None
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
     if before is None:
         before = ev.run(model, forget_rows).frame.set_index("qa_id").correct
-    return accuracy(before[fold_ids(folds)].to_numpy(dtype=bool)), accuracy(relearned_correct(ev, model, folds, seed))
+    return before[fold_ids(folds)].to_numpy(dtype=bool), relearned_correct(ev, model, folds, seed)
 
 
 def kr_controls(ev: Evaluator, variant: str, seed: int, finetuned, oracle=None, oracle_before=None) -> dict:
-    """KR's two controls for one forget set and seed (`metrics.recovery`): the fine-tuned model
-    after the relearning (its retention: what the relearning costs a model that forgot nothing)
-    and the oracle before / after it (what it teaches a model that never knew the data). They do
-    not depend on the method, so stage `evaluate_baselines` computes them once (`baselines` reads
-    them back)."""
+    """KR's controls for one forget set and seed (`metrics.recovery`): the oracle's recovery
+    after the same relearning (what it teaches a model that never knew the data, on the rows the
+    fine-tuned model answers and the oracle does not), and the FAs of the fine-tuned model and the
+    oracle before / after it. They do not depend on the method, so stage `evaluate_baselines`
+    computes them once (`baselines` reads them back)."""
     forget_rows = ev.sets(variant)["forget"]
-    out = {"fa_finetuned_relearned": relearn_control(ev, finetuned, forget_rows, seed)[1],
-           "fa_oracle": None, "fa_oracle_relearned": None}
+    ft, ft_after = relearn_control(ev, finetuned, forget_rows, seed)
+    out = {"fa_finetuned_relearned": accuracy(ft_after), "fa_oracle": None, "fa_oracle_relearned": None,
+           "oracle_recovery": None}
     if oracle is not None:
-        out["fa_oracle"], out["fa_oracle_relearned"] = relearn_control(ev, oracle, forget_rows, seed, oracle_before)
-    return out
+        o, o_after = relearn_control(ev, oracle, forget_rows, seed, oracle_before)
+        out.update(fa_oracle=accuracy(o), fa_oracle_relearned=accuracy(o_after),
+                   oracle_recovery=recovered(ft, o, o_after))
+    return {k: _r(v) for k, v in out.items()}
 
 
 def relearn_kr(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], finetuned_correct: dict[str, bool],
                seed: int, control: dict | None = None) -> dict:
-    """KR (a) and KR_vs_oracle (`metrics.recovery`), cross-fitted over `relearn_folds`: every FA
-    is pooled over the (fold, test row) pairs and scored by the one row definition
-    (`rows.row_correct`, the `correct` of `Evaluator.run`) -- unlearned (its forget pass),
-    fine-tuned (`finetuned_correct`, from `evaluate_baselines`), relearned, and the controls after
-    the same relearning (`control`, `kr_controls`'s output). Nothing is relearned where
-    KR is null anyway (no folds, gap below `metrics.kr_min_gap`); `model` is left as it was."""
+    """KR (a) and KR_vs_oracle (`metrics.recovery`), cross-fitted over `relearn_folds`: per
+    (fold, test row) correctness by the one row definition (`rows.row_correct`, the `correct` of
+    `Evaluator.run`) -- unlearned (its forget pass), fine-tuned (`finetuned_correct`, from
+    `evaluate_baselines`) and relearned -- and the oracle's recovery (`control`, `kr_controls`'s
+    output). Nothing is relearned where KR is null anyway (no folds, gap below
+    `metrics.kr_min_gap`); `model` is left as it was."""
     folds = relearn_folds(forget_rows, float(ev.cfg["relearn_fraction"]), seed)
     gap = float(ev.cfg["kr_min_gap"])
     out = {"steps": int(ev.cfg["relearn_steps"]), "kr_min_gap": gap,
-           "folds": [{"train_rows": len(a), "test_rows": len(b)} for a, b in folds]}
-    fa = dict.fromkeys(("fa_unlearned", "fa_finetuned", "fa_relearned", "fa_finetuned_relearned", "fa_oracle",
-                        "fa_oracle_relearned"))
-    reason = "fewer than 2 forget pairs: no relearning folds" if not folds else None
-    if reason is None:
-        ids = fold_ids(folds)
-        fa["fa_unlearned"] = accuracy(forget.frame.set_index("qa_id").correct[ids].to_numpy(dtype=bool))
-        fa["fa_finetuned"] = accuracy(np.array([bool(finetuned_correct[q]) for q in ids]))
-        reason = kr_gap_reason(fa["fa_unlearned"], fa["fa_finetuned"], gap)
+           "folds": [{"train_rows": len(a), "test_rows": len(b)} for a, b in folds],
+           "fa_unlearned": None, "fa_finetuned": None, "fa_relearned": None,
+           **dict.fromkeys(("fa_finetuned_relearned", "fa_oracle", "fa_oracle_relearned", "oracle_recovery")),
+           **(control or {})}
+    null = {"kr": None, "kr_vs_oracle": None, "kr_net": None, "relearn_loss": None}
+    if not folds:
+        reason = "fewer than 2 forget pairs: no relearning folds"
+        return {**out, **null, "kr_reason": reason, "kr_vs_oracle_reason": reason}
+    ids = fold_ids(folds)
+    rows = {"unlearned": forget.frame.set_index("qa_id").correct[ids].to_numpy(dtype=bool),
+            "finetuned": np.array([bool(finetuned_correct[q]) for q in ids])}
+    out.update(fa_unlearned=_r(accuracy(rows["unlearned"])), fa_finetuned=_r(accuracy(rows["finetuned"])))
+    reason = kr_gap_reason(accuracy(rows["unlearned"]), accuracy(rows["finetuned"]), gap)
     if reason is not None:
-        return {**out, **{k: _r(v) for k, v in fa.items()}, "kr": None, "kr_vs_oracle": None, "kr_uncorrected": None,
-                "retention": None, "kr_reason": reason, "kr_vs_oracle_reason": reason}
-    fa.update(control or {})
-    fa["fa_relearned"] = accuracy(relearned_correct(ev, model, folds, seed))
-    kr = kr_summary(**fa, min_gap=gap)
-    return {**out, **{k: _r(v) for k, v in fa.items()},
-            **{k: (v if k.endswith("reason") else _r(v)) for k, v in kr.items()}}
+        return {**out, **null, "kr_reason": reason, "kr_vs_oracle_reason": reason}
+    rows["relearned"] = relearned_correct(ev, model, folds, seed)
+    out["fa_relearned"] = _r(accuracy(rows["relearned"]))
+    kr = kr_summary(**rows, min_gap=gap, oracle_recovery=out["oracle_recovery"])
+    return {**out, **{k: (v if k.endswith("reason") else _r(v)) for k, v in kr.items()}}
 
 
 def knowledge_recoverability(ev: Evaluator, model, forget: Pass, forget_rows: list[dict],
