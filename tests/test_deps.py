@@ -231,7 +231,16 @@ def methods_imported(root: Path, stage: str, item: dict | None) -> list[str]:
     return [f"mmunlearn.methods.{p.stem}" for p in (root / "mmunlearn" / "methods").glob("*.py")]
 
 
-DYNAMIC: dict[str, Resolver] = {"mmunlearn/methods/__init__.py": methods_imported}
+def row_metrics_imported(root: Path, stage: str, item: dict | None) -> list[str]:
+    """`metrics.columns.load` imports every module of `mmunlearn/metrics/columns/` (the paper's
+    row metrics, then one file per added metric)."""
+    folder = root / "mmunlearn" / "metrics" / "columns"
+    return ["mmunlearn.metrics.columns", *(f"mmunlearn.metrics.columns.{p.stem}" for p in folder.glob("*.py")
+                                           if p.stem != "__init__")]
+
+
+DYNAMIC: dict[str, Resolver] = {"mmunlearn/methods/__init__.py": methods_imported,
+                                "mmunlearn/metrics/columns/__init__.py": row_metrics_imported}
 
 
 def all_items(params: dict) -> dict:

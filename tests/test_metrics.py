@@ -599,3 +599,47 @@ def test_relearn_kr_on_a_tiny_model(smoke_dataset, tmp_path):
     assert none["kr_reason"] == "FA_finetuned - FA_unlearned = 0 < metrics.kr_min_gap 0.2"
     assert none["fa_unlearned"] == none["fa_finetuned"] and none["fa_relearned"] is None  # not relearned
     json.dumps(out)
+
+
+# ---- row metrics: the registry's metadata drives the columns ---------------------------------------
+
+def test_row_metrics_by_hand():
+    from mmunlearn.metrics.columns import headline_metrics, lower_is_better, row_metrics, row_values
+
+    assert headline_metrics() == ("FA", "RA", "MIA", "AD", "JS")
+    assert [i.name for i in row_metrics()][-1] == "retrained_distance"
+    assert lower_is_better() == {"FA", "MIA", "AD", "JS", "retrained_distance"}
+    frame = lambda *c: pd.DataFrame({"correct": list(c)})  # noqa: E731
+    hidden = np.array([[0.0, 0.0], [1.0, 1.0]])
+    forget = SimpleNamespace(frame=frame(True, False, False, True),
+                             scores=SimpleNamespace(hidden=hidden, dist=[np.array([[1.0, 0.0]])]))
+    inputs = {"forget": forget, "retain": SimpleNamespace(frame=frame(True, True, True, False)),
+              "mia": {"member_rate": 0.25}}
+    # without an oracle: FA 2/4, RA 3/4, MIA as the attack said; AD, JS, distance undefined
+    assert row_values(inputs) == {"FA": 0.5, "RA": 0.75, "MIA": 0.25, "AD": None, "JS": None,
+                                  "retrained_distance": None}
+    # an oracle 3 and 4 away: AD = mean L2 of (3, 4) and (1 - 4, 1 - 5) = (5 + 5) / 2; its answer
+    # distribution puts all mass on the other token: JS = ln 2
+    oracle = SimpleNamespace(hidden=np.array([[3.0, 4.0], [4.0, 5.0]]), dist=[np.array([[0.0, 1.0]])])
+    weights = ({"w": np.array([0.0, 0.0])}, {"w": np.array([3.0, 4.0])})
+    values = row_values({**inputs, "oracle": oracle, "weights": weights})
+    assert values["AD"] == 5.0 and values["retrained_distance"] == 5.0
+    assert values["JS"] == pytest.approx(LN2)
+
+
+def test_uqs_orients_by_the_registry():
+    from mmunlearn.analysis.uqs import uqs_scores
+    from mmunlearn.metrics.registry import utility
+
+    rows = pd.DataFrame({"FA": [0.2], "RA": [0.9], "MIA": [0.5], "AD": [3.0], "JS": [0.1]})
+    w = {"FA": 0.1, "RA": 0.2, "MIA": 0.3, "AD": 0.2, "JS": 0.2}
+    # 0.1 (1 - 0.2) + 0.2 0.9 + 0.3 (1 - 0.5) + 0.2 / (1 + 3) + 0.2 (1 - 0.1) = 0.08 + 0.18 + 0.15 + 0.05 + 0.18
+    assert uqs_scores(rows, w).iloc[0] == pytest.approx(0.64)
+    assert utility("AD", 1.0) == 0.5 and utility("RA", 0.3) == 0.3 and utility("FA", 0.3) == 0.7
+
+
+def test_a_headline_metric_declares_what_it_reads_and_its_orientation():
+    with pytest.raises(ValueError, match="needs `reads` and `higher_is_better`"):
+        metric("toy_headline", headline=True, reads=("forget",))
+    with pytest.raises(ValueError, match="needs `reads`"):
+        metric("toy_headline", headline=True, higher_is_better=True)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mmunlearn.data import assemble as assemble_mod
-from tests.conftest import run
+from tests.conftest import ROOT, run, set_param
 
 
 def test_repro_then_noop(repo, smoke_params):
@@ -117,3 +117,44 @@ def test_queued_experiments_fan_out_and_reuse_every_unchanged_stage(released_pip
         for stage in ("assemble", "base", "finetune", "oracle", f"unlearn@{m}", "analyze"):
             assert f"Stage '{stage}' didn't change, skipping" in log, log
     assert exps["focus-ga"]["metrics"] != exps["focus-kl"]["metrics"]
+
+
+def readme_block(language: str, first_line: str) -> str:
+    """The README's fenced `language` block that starts with `first_line`."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    return next(b for b in blocks if b.startswith(first_line))
+
+
+@pytest.mark.slow
+def test_a_new_method_and_metric_flow_into_the_released_rows(released_pipeline, tmp_path):
+    """The README's two extension examples, applied as written to a finished smoke run: the
+    method's file plus its params block, and the metric's file. Nothing else changes (git
+    agrees); `dvc repro` runs the new method's item and leaves the training stages alone, and
+    every row of every method -- the new one included -- in `multimodal_results.json` and in the
+    text branch carries the new column."""
+    from ruamel.yaml import YAML
+
+    repo = tmp_path / "repo"
+    shutil.copytree(released_pipeline, repo, symlinks=True)
+    method = readme_block("python", "# mmunlearn/methods/ga_scaled.py")
+    (repo / "mmunlearn" / "methods" / "ga_scaled.py").write_text(method)
+    metric = readme_block("python", "# mmunlearn/metrics/columns/fa_text.py")
+    (repo / "mmunlearn" / "metrics" / "columns" / "fa_text.py").write_text(metric)
+    block = YAML(typ="safe").load(readme_block("yaml", "# params.yaml: add ga_scaled").split("\n", 1)[1])
+    set_param(repo, "unlearn.ga_scaled", {**block["ga_scaled"], "steps": 2})
+    set_param(repo, "methods", ["ga", "ga_scaled"])
+    changed = run(["git", "status", "--porcelain", "--untracked-files=all"], repo).stdout.split("\n")
+    assert sorted(line[3:] for line in changed if line) == [
+        "mmunlearn/methods/ga_scaled.py", "mmunlearn/metrics/columns/fa_text.py", "params.yaml"]
+    log = run(["dvc", "repro"], repo).stdout
+    assert "Running stage 'unlearn@ga_scaled'" in log, log
+    for stage in ("assemble", "validate", "base", "finetune", "oracle"):
+        assert f"Stage '{stage}' didn't change, skipping" in log, log
+    rows = json.loads((repo / "outputs" / "multimodal_results.json").read_text())
+    assert {r["method"] for r in rows} == {"ga", "ga_scaled"}
+    assert all(0.0 <= r["FA_text"] <= 1.0 for r in rows)
+    # the text-only rows over the same columns, through the same registry
+    text = json.loads((repo / "outputs" / "unimodal" / "results.json").read_text())
+    text_rows = [r for r in text if str(r["dataset"]).startswith("text_")]
+    assert text_rows and all("FA_text" in r for r in text_rows)
+    assert {r["method"] for r in text_rows} == {"ga", "ga_scaled"}

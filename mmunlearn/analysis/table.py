@@ -9,9 +9,10 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from mmunlearn.errors import UserError
+from mmunlearn.metrics.columns import headline_metrics, lower_is_better
 
-METRICS = ("FA", "RA", "MIA", "AD", "JS")
-LOWER_IS_BETTER = frozenset({"FA", "MIA", "AD", "JS"})
+METRICS = headline_metrics()         # FA, RA, MIA, AD, JS: the registry's headline metrics
+LOWER_IS_BETTER = lower_is_better()
 MODEL_KEYS = ("dataset", "method", "seed")
 REQUIRED = (*MODEL_KEYS, *METRICS, "retrained_distance")
 TIES = ("tau_b", "ordinal")          # tau matrix / stability: tie-aware Kendall tau-b, or the paper's

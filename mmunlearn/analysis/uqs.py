@@ -10,6 +10,7 @@ from scipy.stats import combine_pvalues, kendalltau, spearmanr
 
 from mmunlearn.analysis.agreement import _quiet, tie_rule
 from mmunlearn.analysis.table import METRICS, method_means, num, oriented, ranks
+from mmunlearn.metrics.registry import utility
 
 WEIGHT_FLOOR = 0.01
 
@@ -77,12 +78,9 @@ def uqs_weights(rel: dict[str, dict]) -> dict[str, float]:
 
 
 def uqs_scores(rows: pd.DataFrame, weights: dict[str, float]) -> pd.Series:
-    """Per-row UQS = w_FA(1-FA) + w_RA RA + w_MIA(1-MIA) + w_AD/(1+AD) + w_JS(1-JS)."""
-    return (weights["FA"] * (1.0 - rows["FA"])
-            + weights["RA"] * rows["RA"]
-            + weights["MIA"] * (1.0 - rows["MIA"])
-            + weights["AD"] * (1.0 / (1.0 + rows["AD"]))
-            + weights["JS"] * (1.0 - rows["JS"])).rename("UQS")
+    """Per-row UQS = sum over the headline metrics of w_m utility_m (`registry.utility`):
+    w_FA(1-FA) + w_RA RA + w_MIA(1-MIA) + w_AD/(1+AD) + w_JS(1-JS)."""
+    return sum(weights[m] * utility(m, rows[m]) for m in METRICS).rename("UQS")
 
 
 def ranking_table(rows: pd.DataFrame, weights: dict[str, float]) -> dict[str, dict]:

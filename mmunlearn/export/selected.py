@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from mmunlearn.io import write_json, write_metrics
+from mmunlearn.metrics.columns import headline_metrics, row_metrics
 
-HEADLINE = ("FA", "RA", "MIA", "AD", "JS", "retrained_distance", "KR", "KR_probe")
+HEADLINE = (*(i.name for i in row_metrics()), "KR", "KR_probe")
 CONTINUAL = ("effectiveness", "historical_preservation", "retained_utility_final")
 
 
@@ -35,7 +36,7 @@ def select(params: dict, eval_root="outputs/eval", weights_path="outputs/analysi
     def headline(frame: pd.DataFrame) -> dict:
         # UQS of the method means, as in the ranking table
         means = {k: _mean(frame[k]) for k in HEADLINE if k in frame}
-        ok = all(means.get(k) is not None for k in ("FA", "RA", "MIA", "AD", "JS"))
+        ok = all(means.get(k) is not None for k in headline_metrics())
         means["UQS"] = round(float(uqs_scores(pd.DataFrame([means]), weights).iloc[0]), 6) if ok else None
         return means
 

@@ -14,6 +14,8 @@ All logit-based metrics read from those passes:
 - AD, JS (token-id aligned), oracle distance over the LoRA-targeted weights, ROUGE-L, truth ratio
   and KS forget quality vs the oracle, UMU modality alignment, KR (relearning, with the oracle
   relearned the same way as control: `KR_vs_oracle`, see `metrics.recovery`; and probes).
+The released row's columns are the registry's row metrics (`metrics.columns.row_values` over
+those passes); the rest of each document is detail.
 - Continual (icu variant): A[t][i] = forget accuracy on task i after stage t, stage 0 being the
   fine-tuned model, with retained utility on a fixed retain subsample.
 """
@@ -31,16 +33,14 @@ import torch
 from mmunlearn.data.qa import option_pools
 from mmunlearn.io import write_json, write_parquet
 from mmunlearn.methods.runner import PRUNED, VARIANTS, Sampler, variant_tasks
-from mmunlearn.metrics import (accuracy, activation_distance, continual_metrics, forget_quality,
-                               js_divergence, loss_score, mia_attack, mia_auc, min_k_pp_score,
-                               min_k_score, modality_alignment, oracle_distance, rouge_l, truth_ratio,
-                               upper_triangular, zlib_score)
+from mmunlearn.metrics import (accuracy, continual_metrics, forget_quality, loss_score, mia_attack,
+                               mia_auc, min_k_pp_score, min_k_score, modality_alignment, rouge_l,
+                               truth_ratio, upper_triangular, zlib_score)
 from mmunlearn.metrics.probes import PROBES, probe_rows
 from mmunlearn.metrics.recovery import kr_gap_reason, kr_summary, recovered
+from mmunlearn.metrics.columns import headline_metrics, row_metrics, row_values
 from mmunlearn.metrics.rows import mia_features, prediction, strict_match
 from mmunlearn.params import runtime
-
-HEADLINE = ("FA", "RA", "MIA", "AD", "JS", "retrained_distance")
 
 
 def _r(x, nd: int = 6):
@@ -386,33 +386,30 @@ def evaluate_model(ev: Evaluator, model, variant: str, seed: int, oracle=None, o
     forget = with_rouge(ev.run(model, sets["forget"], keep_dist=oracle is not None, option_texts=True))
     retain = with_rouge(ev.run(model, sets["retain"], option_texts=True))
     holdout = ev.scores(model, sets["holdout"])
+    inputs = {"forget": forget, "retain": retain, "holdout": holdout,
+              "oracle": oracle_pass if oracle is not None else None,
+              "mia": mia_metrics(forget.scores, holdout, [str(r["answer"]) for r in sets["forget"]],
+                                 [str(r["answer"]) for r in sets["holdout"]], ev.cfg, seed)}
+    if oracle is not None:
+        targets = list(ev.params["finetune"]["lora"]["target_modules"])
+        inputs["weights"] = (target_weights(model, targets), target_weights(oracle, targets))
     out = {
-        "FA": _r(accuracy(forget.frame.correct.to_numpy())),
-        "RA": _r(accuracy(retain.frame.correct.to_numpy())),
+        **{k: _r(v) for k, v in row_values(inputs).items()},
         "forget_by_view": by_view(forget.frame),
         "retain_by_view": by_view(retain.frame),
         "ROUGE_forget": _r(forget.frame.rouge.mean()),
         "ROUGE_retain": _r(retain.frame.rouge.mean()),
-        "mia": mia_metrics(forget.scores, holdout, [str(r["answer"]) for r in sets["forget"]],
-                           [str(r["answer"]) for r in sets["holdout"]], ev.cfg, seed),
+        "mia": inputs["mia"],
         "modality": modality(forget, retain),
         "rows": {"forget": len(sets["forget"]), "retain": len(sets["retain"]), "holdout": len(sets["holdout"])},
+        "truth_ratio": None, "forget_quality": None,
     }
-    out["MIA"] = out["mia"]["member_rate"]
     if oracle is not None:
-        o = oracle_pass
-        out["AD"] = _r(activation_distance(forget.scores.hidden, o.hidden))
-        out["JS"] = _r(js_divergence(forget.scores.dist, o.dist))
-        targets = list(ev.params["finetune"]["lora"]["target_modules"])
-        out["retrained_distance"] = _r(oracle_distance(target_weights(model, targets), target_weights(oracle, targets)))
         tr_c, tr_w = ev.option_logprobs(model, sets["forget"])
         otr_c, otr_w = ev.option_logprobs(oracle, sets["forget"])
         tr, otr = truth_ratio(tr_c, tr_w), truth_ratio(otr_c, otr_w)
-        fq = forget_quality(tr, otr)
         out["truth_ratio"] = _r(np.mean(tr)) if len(tr) else None
-        out["forget_quality"] = {k: _r(v) for k, v in fq.items()}
-    else:
-        out.update(AD=None, JS=None, retrained_distance=None, truth_ratio=None, forget_quality=None)
+        out["forget_quality"] = {k: _r(v) for k, v in forget_quality(tr, otr).items()}
     out["_forget_pass"], out["_retain_pass"] = forget, retain
     if kr and finetuned_correct is not None:
         out["kr"] = knowledge_recoverability(ev, model, forget, sets["forget"], finetuned_correct, seed, kr_control)
@@ -495,7 +492,7 @@ def evaluate_variant(ev: Evaluator, method: str, variant: str, unlearned_root="m
             cont = continual(ev, root, res["_forget_pass"], res["_retain_pass"], ft_rows)
         res = strip(res)
         row = {"dataset": variant, "method": method, "seed": int(seed),
-               **{k: res[k] for k in HEADLINE},
+               **{i.name: res[i.name] for i in row_metrics()},
                "KR": res.get("KR"), "KR_vs_oracle": res.get("KR_vs_oracle"), "KR_probe": res.get("KR_probe"),
                "ROUGE_forget": res["ROUGE_forget"], "ROUGE_retain": res["ROUGE_retain"]}
         doc = {"row": row, "checkpoint": str(last), "oracle": oname, "pruned": (last / PRUNED).is_file(), **res}
@@ -503,7 +500,7 @@ def evaluate_variant(ev: Evaluator, method: str, variant: str, unlearned_root="m
             doc["continual"] = cont
         docs[f"{variant}_seed{seed}.json"] = doc
         print(f"[evaluate {method}] {variant} seed {seed}: " + "  ".join(
-            f"{k} {row[k]}" for k in ("FA", "RA", "MIA", "AD", "JS", "KR", "KR_vs_oracle")) +
+            f"{k} {row[k]}" for k in (*headline_metrics(), "KR", "KR_vs_oracle")) +
             f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
     return docs
 
@@ -586,7 +583,7 @@ def evaluate_baselines(params: dict, out_root="outputs/eval/baselines", progress
                 write_json(tmp / name, doc)
                 who = name[:-5].split("_", 1)
                 if who[0] == "finetuned":
-                    out[f"finetuned/{who[1]}"] = {k: doc[k] for k in HEADLINE}
+                    out[f"finetuned/{who[1]}"] = {i.name: doc[i.name] for i in row_metrics()}
                 else:
                     out[f"oracle/{doc['variant']}"] = {k: doc[k] for k in ("FA", "RA", "MIA")}
     for k, v in out.items():

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mmunlearn.metrics.columns import headline_metrics
 from mmunlearn.report import figures, page
 
-RANK_COLUMNS = ("UQS", "FA", "RA", "MIA", "AD", "JS")
+RANK_COLUMNS = ("UQS", *headline_metrics())
 
 
 def _read(path: Path):

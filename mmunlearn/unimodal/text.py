@@ -281,20 +281,26 @@ def unlearn(method_name: str, ft, data: TextData, setting: Setting, params: dict
 
 # ---- evaluation: the main evaluator's passes and metric functions ---------------------------------
 
-def headline(forget, retain, holdout, forget_rows: Sequence[dict], holdout_rows: Sequence[dict],
-             metrics_cfg: dict, seed: int) -> dict:
-    """FA, RA and MIA from one model's passes, by the main evaluator's definitions
-    (`metrics.evaluate.evaluate_model`): FA / RA = share of the forget / retain rows correct
-    (`frame.correct` of `models.engine.evaluate` passes, i.e. `metrics.rows.row_correct`), MIA =
-    member rate of `metrics.evaluate.mia_metrics` (`mia_attack` on `metrics.rows.mia_features`)
-    on the forget pass's scores (members) vs the holdout's (non-members, `engine.Scores`)."""
-    from mmunlearn.metrics import accuracy
+def row_inputs(forget, retain, holdout, forget_rows: Sequence[dict], holdout_rows: Sequence[dict],
+               metrics_cfg: dict, seed: int) -> dict:
+    """The inputs of the row metrics (`metrics.columns`) from one model's passes, as the main
+    evaluator (`metrics.evaluate.evaluate_model`) makes them: the forget / retain `Pass`es of
+    `models.engine.evaluate`, the holdout `Scores` and `mia_metrics` on forget vs holdout."""
     from mmunlearn.metrics.evaluate import mia_metrics
 
     mia = mia_metrics(forget.scores, holdout, [str(r["answer"]) for r in forget_rows],
                       [str(r["answer"]) for r in holdout_rows], metrics_cfg, seed)
-    return {"FA": accuracy(forget.frame.correct.to_numpy()), "RA": accuracy(retain.frame.correct.to_numpy()),
-            "MIA": mia["member_rate"]}
+    return {"forget": forget, "retain": retain, "holdout": holdout, "mia": mia}
+
+
+def headline(forget, retain, holdout, forget_rows: Sequence[dict], holdout_rows: Sequence[dict],
+             metrics_cfg: dict, seed: int) -> dict:
+    """FA, RA and MIA from one model's passes, by the row metrics of every branch
+    (`metrics.columns`, on `row_inputs`)."""
+    from mmunlearn.metrics.columns import row_values
+
+    values = row_values(row_inputs(forget, retain, holdout, forget_rows, holdout_rows, metrics_cfg, seed))
+    return {k: values[k] for k in ("FA", "RA", "MIA")}
 
 
 def _value(name: str, v: Any) -> float:
@@ -334,27 +340,30 @@ class Scorer:
         return {"forget": score(model, setting.forget.enc, self.data.pad, self.bs, keep_dist=True),
                 "weights": {n: w.clone() for n, w in target_weights(model, self.targets).items()}}
 
-    def headline(self, model, setting: Setting, forget=None) -> dict:
-        """FA, RA, MIA of `model` on `setting` (`forget`: its forget pass, when already made)."""
+    def inputs(self, model, setting: Setting, forget=None) -> dict:
+        """`row_inputs` of `model` on `setting` (`forget`: its forget pass, when already made)."""
         from mmunlearn.models.engine import score
 
         forget = forget if forget is not None else self.evaluate(model, setting.forget)
         holdout = score(model, setting.holdout.enc, self.data.pad, self.bs, hidden_layer=None)
-        return headline(forget, self.evaluate(model, setting.retain_eval), holdout, setting.forget.rows,
-                        setting.holdout.rows, self.cfg, self.seed)
+        return row_inputs(forget, self.evaluate(model, setting.retain_eval), holdout, setting.forget.rows,
+                          setting.holdout.rows, self.cfg, self.seed)
+
+    def headline(self, model, setting: Setting) -> dict:
+        """FA, RA, MIA of `model` on `setting`."""
+        from mmunlearn.metrics.columns import row_values
+
+        values = row_values(self.inputs(model, setting))
+        return {k: values[k] for k in ("FA", "RA", "MIA")}
 
     def row(self, model, setting: Setting, oracle: dict) -> dict:
-        """FA, RA, MIA, AD, JS, retrained_distance of `model` on `setting` vs its oracle."""
-        from mmunlearn.metrics import activation_distance, js_divergence, oracle_distance
+        """Every row metric (`metrics.columns`) of `model` on `setting` vs its oracle."""
+        from mmunlearn.metrics.columns import row_values
         from mmunlearn.metrics.evaluate import target_weights
 
-        forget = self.evaluate(model, setting.forget, full=True)
-        o = oracle["forget"]
-        values = {**self.headline(model, setting, forget),
-                  "AD": activation_distance(forget.scores.hidden, o.hidden),
-                  "JS": js_divergence(forget.scores.dist, o.dist),
-                  "retrained_distance": oracle_distance(target_weights(model, self.targets), oracle["weights"])}
-        return {k: _value(k, v) for k, v in values.items()}
+        inputs = {**self.inputs(model, setting, self.evaluate(model, setting.forget, full=True)),
+                  "oracle": oracle["forget"], "weights": (target_weights(model, self.targets), oracle["weights"])}
+        return {k: _value(k, v) for k, v in row_values(inputs).items()}
 
 
 # ---- the branch -----------------------------------------------------------------------------------
