@@ -143,6 +143,7 @@ def test_a_new_method_and_metric_flow_into_the_released_rows(released_pipeline, 
     block = YAML(typ="safe").load(readme_block("yaml", "# params.yaml: add ga_scaled").split("\n", 1)[1])
     set_param(repo, "unlearn.ga_scaled", {**block["ga_scaled"], "steps": 2})
     set_param(repo, "methods", ["ga", "ga_scaled"])
+    set_param(repo, "method", "ga_scaled")
     changed = run(["git", "status", "--porcelain", "--untracked-files=all"], repo).stdout.split("\n")
     assert sorted(line[3:] for line in changed if line) == [
         "mmunlearn/methods/ga_scaled.py", "mmunlearn/metrics/columns/fa_text.py", "params.yaml"]
