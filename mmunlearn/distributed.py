@@ -8,11 +8,15 @@ does nothing and no process group exists: single-process runs are untouched.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 
 
 def _group():
-    """torch.distributed when a process group is up, else None."""
+    """torch.distributed when a process group is up, else None. A process that has not imported
+    torch has no group, and stages that never need torch (analyze, export) do not import it here."""
+    if "torch" not in sys.modules:
+        return None
     import torch.distributed as dist
 
     return dist if dist.is_available() and dist.is_initialized() else None
