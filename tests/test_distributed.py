@@ -167,17 +167,20 @@ def torchrun(repo, *args: str, check: bool = True):
 @pytest.mark.slow
 def test_accelerate_launch_with_the_shipped_cpu_config_starts_two_gloo_ranks(tmp_path):
     """configs/accelerate/cpu2.yaml starts 2 processes (`--cpu` would start one) and the stage
-    session gives them one gloo group; rank 0 alone reports."""
+    session gives them one gloo group. Each rank writes its own file: the ranks share one stdout,
+    where their prints may interleave."""
     script = tmp_path / "ranks.py"
-    script.write_text("import torch.distributed as dist\n"
+    script.write_text("import pathlib, sys\n"
+                      "import torch.distributed as dist\n"
                       "from mmunlearn import distributed\n"
                       "with distributed.session(5):\n"
-                      "    print('rank', distributed.rank(), 'of', distributed.world_size(), dist.get_backend(),"
-                      " flush=True)\n")
+                      "    r = distributed.rank()\n"
+                      "    pathlib.Path(sys.argv[1], f'rank{r}.txt').write_text("
+                      "f'rank {r} of {distributed.world_size()} {dist.get_backend()}')\n")
     proc = run([f"{BIN}/accelerate", "launch", "--config_file", str(ROOT / "configs" / "accelerate" / "cpu2.yaml"),
-                str(script)], ROOT, PYTHONPATH=str(ROOT))
-    assert sorted(line for line in proc.stdout.splitlines() if line.startswith("rank")) == \
-        ["rank 0 of 2 gloo", "rank 1 of 2 gloo"], proc.stdout
+                str(script), str(tmp_path)], ROOT, PYTHONPATH=str(ROOT))
+    assert sorted(f.read_text() for f in tmp_path.glob("rank*.txt")) == \
+        ["rank 0 of 2 gloo", "rank 1 of 2 gloo"], proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
