@@ -297,9 +297,13 @@ def headline(forget, retain, holdout, forget_rows: Sequence[dict], holdout_rows:
              metrics_cfg: dict, seed: int) -> dict:
     """FA, RA and MIA from one model's passes, by the row metrics of every branch
     (`metrics.columns`, on `row_inputs`)."""
+    return fa_ra_mia(row_inputs(forget, retain, holdout, forget_rows, holdout_rows, metrics_cfg, seed))
+
+
+def fa_ra_mia(inputs: dict) -> dict:
     from mmunlearn.metrics.columns import row_values
 
-    values = row_values(row_inputs(forget, retain, holdout, forget_rows, holdout_rows, metrics_cfg, seed))
+    values = row_values(inputs)
     return {k: values[k] for k in ("FA", "RA", "MIA")}
 
 
@@ -351,10 +355,7 @@ class Scorer:
 
     def headline(self, model, setting: Setting) -> dict:
         """FA, RA, MIA of `model` on `setting`."""
-        from mmunlearn.metrics.columns import row_values
-
-        values = row_values(self.inputs(model, setting))
-        return {k: values[k] for k in ("FA", "RA", "MIA")}
+        return fa_ra_mia(self.inputs(model, setting))
 
     def row(self, model, setting: Setting, oracle: dict) -> dict:
         """Every row metric (`metrics.columns`) of `model` on `setting` vs its oracle."""
