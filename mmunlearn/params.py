@@ -494,4 +494,5 @@ def _validate_training(params: dict) -> None:
     ratio("metrics.relearn_fraction", _get(params, "metrics.relearn_fraction"))
     ratio("metrics.kr_min_gap", _get(params, "metrics.kr_min_gap"))
     integer("metrics.continual_retain_rows", _get(params, "metrics.continual_retain_rows"), lo=0)
+    integer("metrics.continual_task_rows", _get(params, "metrics.continual_task_rows"), lo=0)
     integer("analysis.stability_draws", _get(params, "analysis.stability_draws"), lo=1)

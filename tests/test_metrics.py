@@ -499,6 +499,19 @@ A3 = [
 RA3 = [0.8, 0.8, 0.6, 0.7]
 
 
+def test_continual_sample_is_fixed_by_its_key():
+    """`evaluate.sample`: n of the rows in their order, drawn by the key alone (task i's sample is
+    the same whatever the number of tasks); all rows when n is 0 or not below their count."""
+    from mmunlearn.metrics.evaluate import sample
+
+    rows = [{"qa_id": f"q{i}"} for i in range(10)]
+    assert sample(rows, 0, [0, 1]) == rows and sample(rows, 10, [0, 1]) == rows
+    a = sample(rows, 4, [0, 0xC1, 3])
+    assert len(a) == 4 and a == sorted(a, key=lambda r: int(r["qa_id"][1:]))
+    assert sample(rows, 4, [0, 0xC1, 3]) == a
+    assert any(sample(rows, 4, [0, 0xC1, t]) != a for t in (4, 5, 6))   # another task, another draw
+
+
 def test_continual_metrics_by_hand():
     out = continual_metrics(A3, RA3)
     # effectiveness: t=1 1-.3/.9=.666667; t=2 1-.2/.8=.75; t=3 1-.1/1=.9 -> 2.316667/3 = .772222

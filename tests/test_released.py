@@ -264,6 +264,12 @@ def test_metrics_separate_unlearned_from_finetuned(released_pipeline):
     assert 0 <= ga["mia"]["loss_auc"] <= 1 and 0 <= ga["MIA"] <= 1
     c = ga["continual"]
     assert c["saved_stages"] == [1, 2, 3]
+    # A[t][i] is asked on a fixed sample of each task's forget rows, the same at every stage
+    qa = pd.read_parquet(repo / "data" / "qa.parquet").set_index("qa_id")
+    assert sorted(c["task_rows"]) == ["1", "2", "3"]
+    for task, ids in c["task_rows"].items():
+        assert len(ids) == min(16, int(((qa.split == "forget") & (qa.task == int(task))).sum()))
+        assert set(qa.loc[ids, "task"]) == {int(task)} and set(qa.loc[ids, "split"]) == {"forget"}
     assert c["A"][0][1] >= 0.8  # the fine-tuned model knows task 1
     assert c["A"][1][1] < c["A"][0][1]  # the stage that unlearns task 1 lowers it
     assert c["metrics"]["effectiveness"] > 0

@@ -92,6 +92,23 @@ def test_passing_run(tmp_path):
     assert warnings_of(res) == []
 
 
+def test_continual_baseline_reads_the_matrix_sample(tmp_path):
+    """A matrix built on a per-task sample (`continual.task_rows`) is checked on that sample: task 2
+    asked q4 alone (fine-tuned wrong), so A[0][2] must be 0, not the task's 2/3."""
+    root = outputs_tree(tmp_path)
+    for method in METHODS:
+        path = root / f"outputs/eval/{method}/icu_seed0.json"
+        doc = json.loads(path.read_text())
+        doc["continual"]["task_rows"] = {"1": ["q1"], "2": ["q4"]}
+        path.write_text(json.dumps(doc))
+    c = by_name(run_checks(root))["continual_baseline"]
+    assert not c["ok"] and "t=2: 0.666667 vs 0.0" in c["detail"]
+    for method in METHODS:
+        _set(root / f"outputs/eval/{method}/icu_seed0.json", A01=0.0)   # A01 edits A[0][2]
+    c = by_name(run_checks(root))["continual_baseline"]
+    assert c["ok"] and c["values"]["finetuned_task_accuracy"] == [1.0, 0.0], c
+
+
 def _set(path: Path, **kv) -> None:
     doc = json.loads(path.read_text())
     node = doc

@@ -171,13 +171,15 @@ def check_forget_moved(run: Run) -> dict:
     return _result("forget_moved", problems, ok, {"drops": values, "neglect": sorted(neglect)})
 
 
-def finetuned_task_accuracy(qa: pd.DataFrame, rows: pd.DataFrame, n_tasks: int) -> list[float | None]:
+def finetuned_task_accuracy(qa: pd.DataFrame, rows: pd.DataFrame, n_tasks: int,
+                            asked: dict[str, list[str]] | None = None) -> list[float | None]:
     """[None, acc_1, ..., acc_n]: the fine-tuned model's accuracy (`rows`: qa_id, correct) on the
-    forget questions of each task (None for a task without questions)."""
+    forget questions of each task (`asked`: on these qa_ids per task, the continual matrix's
+    sample; None for a task without questions)."""
     correct = rows.drop_duplicates("qa_id").set_index("qa_id")["correct"]
     out: list[float | None] = [None]
     for t in range(1, n_tasks + 1):
-        ids = qa.qa_id[(qa.split == "forget") & (qa.task == t)]
+        ids = asked[str(t)] if asked is not None else qa.qa_id[(qa.split == "forget") & (qa.task == t)]
         c = correct.reindex(ids)
         if c.isna().any():
             raise Missing(f"finetuned_rows.parquet lacks forget questions of task {t} ({int(c.isna().sum())} rows)")
@@ -201,8 +203,7 @@ def check_continual(run: Run) -> dict:
     expected: list[float | None] = []
     for method, path, doc in docs:
         first = doc["continual"]["A"][0]
-        if len(expected) != len(first):
-            expected = finetuned_task_accuracy(qa, rows, len(first) - 1)
+        expected = finetuned_task_accuracy(qa, rows, len(first) - 1, doc["continual"].get("task_rows"))
         bad = []
         for t in range(1, len(first)):
             a, e = first[t], expected[t]

@@ -67,6 +67,14 @@ def target_weights(model, target_modules: list[str]) -> dict[str, torch.Tensor]:
     return {n: p.detach() for n, p in model.named_parameters() if pattern.match(n)}
 
 
+def sample(rows: list[dict], n: int, key: list[int]) -> list[dict]:
+    """`n` of `rows` (all when n is 0 or not below their count), drawn by `key`, in their order."""
+    if not 0 < n < len(rows):
+        return rows
+    idx = np.sort(np.random.default_rng(key).choice(len(rows), n, replace=False))
+    return [rows[i] for i in idx]
+
+
 @dataclass
 class Pass:
     """One model's results on one row set: per-row frame (correct, generated, ...) and raw scores."""
@@ -122,11 +130,17 @@ class Evaluator:
     def retain_subsample(self) -> list[dict]:
         """Fixed seeded retain rows for the continual utility curve (`metrics.continual_retain_rows`)."""
         rows = self.rows(self.profiles.profile_id[self.profiles.split == "retain"])
-        n = int(self.cfg["continual_retain_rows"])
-        if 0 < n < len(rows):
-            idx = np.sort(np.random.default_rng([int(self.params["seed"]), 0xC0]).choice(len(rows), n, replace=False))
-            rows = [rows[i] for i in idx]
-        return rows
+        return sample(rows, int(self.cfg["continual_retain_rows"]), [int(self.params["seed"]), 0xC0])
+
+    def task_sample(self) -> dict[int, list[dict]]:
+        """{task: its forget rows in the continual matrix}: a fixed seeded sample of
+        `metrics.continual_task_rows` (0 = all) per task. A[t][i] has n(n+1)/2 cells, so the
+        100-task scale pays 5050 cells of this many rows; task i's sample depends on the seed and
+        i only, the same at every scale and stage."""
+        k, seed = int(self.cfg["continual_task_rows"]), int(self.params["seed"])
+        forget = self.profiles[self.profiles.split == "forget"]
+        return {i: sample(self.rows(forget.profile_id[forget.task == i]), k, [seed, 0xC1, i])
+                for i in range(1, self.n_tasks + 1)}
 
     # ---- models -----------------------------------------------------------------------------
     def load(self, adapter_dir: Path):
@@ -254,14 +268,16 @@ def relearn_control(ev: Evaluator, model, forget_rows: list[dict], seed: int,
     return before[fold_ids(folds)].to_numpy(dtype=bool), relearned_correct(ev, model, folds, seed)
 
 
-def kr_controls(ev: Evaluator, variant: str, seed: int, finetuned, oracle=None, oracle_before=None) -> dict:
+def kr_controls(ev: Evaluator, variant: str, seed: int, finetuned, oracle=None, oracle_before=None,
+                finetuned_before=None) -> dict:
     """KR's controls for one forget set and seed (`metrics.recovery`): the oracle's recovery
     after the same relearning (what it teaches a model that never knew the data, on the rows the
     fine-tuned model answers and the oracle does not), and the FAs of the fine-tuned model and the
     oracle before / after it. They do not depend on the method, so stage `evaluate_baselines`
-    computes them once (`baselines` reads them back)."""
+    computes them once (`baselines` reads them back). `*_before`: per-row correctness on the
+    forget rows by qa_id (`relearn_control`)."""
     forget_rows = ev.sets(variant)["forget"]
-    ft, ft_after = relearn_control(ev, finetuned, forget_rows, seed)
+    ft, ft_after = relearn_control(ev, finetuned, forget_rows, seed, finetuned_before)
     out = {"fa_finetuned_relearned": accuracy(ft_after), "fa_oracle": None, "fa_oracle_relearned": None,
            "oracle_recovery": None}
     if oracle is not None:
@@ -431,39 +447,36 @@ def oracle_for(ev: Evaluator, variant: str):
 
 def continual(ev: Evaluator, ckpt_root: Path, final_forget: Pass, final_retain: Pass,
               finetuned_rows: pd.DataFrame) -> dict:
-    """A[t][i] (forget accuracy on task i after stage t; stage 0 = fine-tuned) and retained utility
-    on a fixed retain subsample. Every stage is scored by the one row definition
+    """A[t][i] (forget accuracy on task i after stage t; stage 0 = fine-tuned) on each task's fixed
+    sample (`Evaluator.task_sample`, its qa_ids in `task_rows`), and retained utility on a fixed
+    retain subsample. Every stage is scored by the one row definition
     (`metrics.rows.row_correct`), as the fine-tuned model's rows are; the last stage reads the
     final model's passes (made before KR's relearning changes the model)."""
     n = ev.n_tasks
+    tasks = ev.task_sample()
+    ids = {i: [r["qa_id"] for r in rows] for i, rows in tasks.items()}
     sub = ev.retain_subsample()
     sub_ids = [r["qa_id"] for r in sub]
-    ft = finetuned_rows.set_index("qa_id").correct
-    task_of = ev.qa.set_index("qa_id").task
     A: list[list[float | None]] = [[None] * (n + 1) for _ in range(n + 1)]
     ra: list[float | None] = [None] * (n + 1)
-    for i in range(1, n + 1):
-        ids = ev.qa.qa_id[(ev.qa.split == "forget") & (ev.qa.task == i)]
-        A[0][i] = _r(accuracy(ft[ids].to_numpy()))
-    ra[0] = _r(accuracy(ft[sub_ids].to_numpy()))
+    ft = finetuned_rows.set_index("qa_id").correct
+    stages = {0: (ft, ft)}            # (forget, retain) correctness by qa_id; stage 0 asks every task
     saved = sorted(int(p.name[4:]) for p in ckpt_root.glob("task*") if p.is_dir())
     for t in saved:
         if t == n:
-            frame = final_forget.frame
-            retained = final_retain.frame.set_index("qa_id").correct
-            ra[t] = _r(accuracy(retained[sub_ids].to_numpy()))
+            stages[t] = (final_forget.frame.set_index("qa_id").correct, final_retain.frame.set_index("qa_id").correct)
         else:
             model = ev.load(ckpt_root / f"task{t:03d}")
-            frame = ev.run(model, [r for r in ev.rows(ev.profiles.profile_id[(ev.profiles.split == "forget")
-                                                                               & (ev.profiles.task <= t)])]).frame
-            ra[t] = _r(accuracy(ev.run(model, sub).frame.correct.to_numpy()))
-        tasks = task_of[frame.qa_id].to_numpy()
-        ok = frame.correct.to_numpy(dtype=bool)
-        for i in range(1, t + 1):
-            A[t][i] = _r(accuracy(ok[tasks == i]))
-    Am = [[A[t][i] for i in range(n + 1)] for t in range(n + 1)]
-    return {"A": Am, "retain_accuracy": ra, "saved_stages": saved, "retain_rows": len(sub),
-            "metrics": continual_metrics(Am, ra), "matrix": upper_triangular(Am, include_baseline=True)}
+            asked = [r for i in range(1, t + 1) for r in tasks[i]]
+            stages[t] = (ev.run(model, asked).frame.set_index("qa_id").correct,
+                         ev.run(model, sub).frame.set_index("qa_id").correct)
+    for t, (forget, retain) in stages.items():
+        for i in range(1, (n if t == 0 else t) + 1):
+            A[t][i] = _r(accuracy(forget[ids[i]].to_numpy()))
+        ra[t] = _r(accuracy(retain[sub_ids].to_numpy()))
+    return {"A": A, "retain_accuracy": ra, "saved_stages": saved, "retain_rows": len(sub),
+            "task_rows": {str(i): v for i, v in ids.items()},
+            "metrics": continual_metrics(A, ra), "matrix": upper_triangular(A, include_baseline=True)}
 
 
 def strip(res: dict) -> dict:
@@ -556,10 +569,13 @@ def _baseline_job(args: tuple) -> dict:
     oracle, opass, oname = oracle_for(ev, variant)
     seed = int(params["seed"])
     own = evaluate_model(ev, oracle, variant, seed, kr=False) if oracle is not None else None
-    before = own["_forget_pass"].frame.set_index("qa_id").correct if own is not None else None
-    control = {str(s): kr_controls(ev, variant, int(s), ft, oracle, before) for s in params["seeds"]}
-    docs = {f"finetuned_{variant}.json": {"variant": variant, "oracle": oname, "kr_control": control,
-                                          **strip(evaluate_model(ev, ft, variant, seed, oracle, opass, kr=False))}}
+    mine = evaluate_model(ev, ft, variant, seed, oracle, opass, kr=False)
+
+    def before(res):
+        return res["_forget_pass"].frame.set_index("qa_id").correct if res is not None else None
+
+    control = {str(s): kr_controls(ev, variant, int(s), ft, oracle, before(own), before(mine)) for s in params["seeds"]}
+    docs = {f"finetuned_{variant}.json": {"variant": variant, "oracle": oname, "kr_control": control, **strip(mine)}}
     if own is not None:
         docs[f"oracle_{oname}.json"] = {"variant": variant, "oracle": oname, **strip(own)}
     return docs
