@@ -33,7 +33,10 @@ def stage_seconds(repo: Path, env: dict) -> tuple[dict[str, float], float]:
     for line in proc.stdout:
         tail = (tail + [line])[-40:]
         if line.startswith("Running stage '"):
-            starts.append((line.split("'")[1], time.perf_counter()))
+            now = time.perf_counter()
+            if starts:
+                print(f"  [{repo.name}] {starts[-1][0]}: {now - starts[-1][1]:.1f} s", file=sys.stderr, flush=True)
+            starts.append((line.split("'")[1], now))
     end = time.perf_counter()
     if proc.wait():
         sys.exit(f"error: dvc repro failed in {repo} ({proc.returncode}):\n{''.join(tail)}")
