@@ -90,6 +90,8 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=1.0,
                     help="share of the full scale's profiles, tasks and holdout (same task size); default 1")
     ap.add_argument("--keep", type=Path, help="copy each run's outputs/ and dvc.lock here")
+    ap.add_argument("--small-only", action="store_true",
+                    help="only the default run (scale small): its per-stage seconds and total")
     args = ap.parse_args()
     if not 0 < args.fraction <= 1:
         sys.exit(f"error: --fraction {args.fraction} is not in (0, 1]")
@@ -99,6 +101,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         small = run_scale(Path(tmp), "small", 1.0, env(), args.keep)
+        if args.small_only:
+            print("\n".join(f"{n:<28} {s:9.1f}" for n, s in small["stages"].items()))
+            print(f"small_seconds: {small['total']:.1f}")
+            return
         large = run_scale(Path(tmp), "large", args.fraction, env(), args.keep)
     print(f"large = scale full x {args.fraction:g} (task size unchanged)")
     print("\n".join(table(small, large)))

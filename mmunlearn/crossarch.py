@@ -5,10 +5,16 @@ as `tiny-blip2`, or a local checkpoint) with the methods of `crossarch.methods` 
 (`crossarch.variant`), all in one process, with the same library calls and params as the main
 pipeline. Its rows feed `blip2_minimal_summary.json`: does the {FA, RA, MIA} vs {AD, JS}
 contradiction replicate on another architecture?
+
+Its size is `crossarch.profiles` and `crossarch.public_profiles_per_domain` per scale (null = the
+main run's): a two-method check of one variant needs fewer people than the main run's eleven
+methods, and the default run must not pay for a second full pipeline (`branch_data`).
 """
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 from mmunlearn.io import atomic_dir, write_json
 from mmunlearn.params import for_model, runtime, validate_crossarch
@@ -21,12 +27,48 @@ def branch_params(params: dict) -> dict:
     cfg = params["crossarch"]
     p = for_model(params, cfg["model"])
     v = cfg["variant"]
+    public = cfg["public_profiles_per_domain"][p["scale"]]
+    if public is not None:
+        p["base"] = {**p["base"], "public_profiles_per_domain": int(public)}
     p["oracle"] = {**p["oracle"], "fiu_ratios": [], "umu_ratios": [], "stages": []}
     if v == "icu":
         p["oracle"]["stages"] = ["last"]
     else:
         p["oracle"][f"{v}_ratios"] = [p["unlearn"][f"{v}_ratio"]]
     return p
+
+
+def branch_data(p: dict, variant: str, keep: int | None, data_dir, dest: Path) -> Path:
+    """The branch's data folder: `data_dir` itself (`keep` None), or under `dest` the rows of every
+    profile of the variant's forget set, a seeded sample of the other trained profiles up to
+    `keep` profiles in all, and the holdout people in the main run's holdout:trained proportion
+    (images read from `data_dir`)."""
+    import numpy as np
+    import pandas as pd
+
+    from mmunlearn.errors import UserError
+    from mmunlearn.methods.runner import variant_tasks
+
+    data_dir = Path(data_dir)
+    if keep is None:
+        return data_dir
+    profiles = pd.read_parquet(data_dir / "profiles.parquet")
+    tasks, retain = variant_tasks(variant, p, profiles)
+    forget = sorted(pid for _, ids in tasks for pid in ids)
+    if keep <= len(forget):
+        raise UserError(f"crossarch.profiles.{p['scale']}={keep}: the {variant} forget set alone has "
+                        f"{len(forget)} profiles (keep more, or null for all)")
+    holdout = sorted(profiles.profile_id[profiles.split == "holdout"])
+    rng = np.random.default_rng([int(p["seed"]), 0xCA])
+    n_holdout = max(1, round(len(holdout) * keep / (len(forget) + len(retain))))
+    kept = {*forget, *rng.choice(retain, min(keep - len(forget), len(retain)), replace=False),
+            *rng.choice(holdout, min(n_holdout, len(holdout)), replace=False)}
+    dest.mkdir(parents=True)
+    for name in ("profiles", "qa"):
+        table = pd.read_parquet(data_dir / f"{name}.parquet")
+        table[table.profile_id.isin(kept)].reset_index(drop=True).to_parquet(dest / f"{name}.parquet")
+    (dest / "images").symlink_to((data_dir / "images").resolve(), target_is_directory=True)
+    return dest
 
 
 def _train(args: tuple) -> dict:
@@ -65,7 +107,8 @@ def run(params: dict, root="models/crossarch", out_path="outputs/crossarch/resul
     workers = runtime(params, "unlearn.workers")
     rows: list[dict] = []
     t0 = time.perf_counter()
-    with atomic_dir(root) as tmp:
+    with atomic_dir(root) as tmp, tempfile.TemporaryDirectory() as scratch:
+        data_dir = branch_data(p, variant, cfg["profiles"][p["scale"]], data_dir, Path(scratch) / "data")
         base = tmp / "base"
         m = build_base(p, out_dir=base, data_dir=data_dir, metrics_path=tmp / "metrics" / "base.json",
                        progress=progress)

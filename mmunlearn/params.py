@@ -381,7 +381,7 @@ def runtime_flag(params: dict, key: str) -> bool:
 
 def validate_crossarch(cfg: Any) -> dict:
     """The optional `crossarch` section (stage crossarch: a second VLM family)."""
-    keys = ("model", "methods", "variant")
+    keys = ("model", "methods", "variant", "profiles", "public_profiles_per_domain")
     if not isinstance(cfg, dict) or sorted(cfg) != sorted(keys):
         raise ParamError("crossarch", cfg, f"must be a mapping with keys {list(keys)}")
     if not isinstance(cfg["model"], str) or not cfg["model"]:
@@ -393,6 +393,9 @@ def validate_crossarch(cfg: Any) -> dict:
         known_method("crossarch.methods", m)
     if cfg["variant"] not in ("icu", "fiu", "umu"):
         raise ParamError("crossarch.variant", cfg["variant"], "must be one of icu, fiu, umu")
+    per_scale("crossarch.profiles", cfg["profiles"], lambda k, v: integer(k, v, 2, allow_none=True))
+    per_scale("crossarch.public_profiles_per_domain", cfg["public_profiles_per_domain"],
+              lambda k, v: integer(k, v, 1, allow_none=True))
     return cfg
 
 

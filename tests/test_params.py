@@ -57,6 +57,8 @@ def test_full_scale_preset_is_icu_bench(base_params):
     ("runtime.unlearn.threads", 2, "runtime.unlearn.threads=2: unknown runtime knob"),
     ("runtime.gradient_checkpointing", 1, "runtime.gradient_checkpointing=1: must be true or false"),
     ("finetune.grad_accum", 0, "finetune.grad_accum=0"),
+    ("crossarch.profiles", {"smoke": None, "small": 1, "full": None}, "crossarch.profiles.small=1"),
+    ("crossarch.public_profiles_per_domain", 0, "crossarch.public_profiles_per_domain=0"),
     ("base.dtype", "float16", "base.dtype='float16': unknown dtype"),
     ("base.dtype", "bfloat16", "base.dtype='bfloat16': model=tiny-llava is a tiny preset"),
 ])
