@@ -9,6 +9,7 @@ import pytest
 from mmunlearn.crossarch import branch_data, branch_params
 from mmunlearn.errors import UserError
 from mmunlearn.methods.runner import variant_tasks
+from mmunlearn.params import validate_crossarch
 
 
 def test_branch_data_keeps_the_forget_set_and_samples_the_rest(smoke_dataset, tmp_path):
@@ -54,4 +55,15 @@ def test_branch_base_takes_its_own_public_profiles(base_params):
     p["crossarch"]["public_profiles_per_domain"] = {"smoke": None, "small": 7, "full": None}
     assert branch_params(p)["base"]["public_profiles_per_domain"] == 7
     p["scale"] = "full"
+    assert branch_params(p)["base"]["public_profiles_per_domain"] == base_params["base"]["public_profiles_per_domain"]
+
+
+def test_one_value_for_every_scale(base_params):
+    p = copy.deepcopy(base_params)
+    p["scale"] = "small"
+    p["crossarch"]["public_profiles_per_domain"] = 9
+    validate_crossarch(p["crossarch"])
+    assert branch_params(p)["base"]["public_profiles_per_domain"] == 9
+    p["crossarch"]["public_profiles_per_domain"] = None
+    validate_crossarch(p["crossarch"])
     assert branch_params(p)["base"]["public_profiles_per_domain"] == base_params["base"]["public_profiles_per_domain"]
