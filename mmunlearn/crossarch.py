@@ -49,8 +49,9 @@ def branch_data(p: dict, variant: str, keep: int | None, data_dir, dest: Path) -
     import numpy as np
     import pandas as pd
 
-    from mmunlearn.errors import UserError
+    from mmunlearn.io import write_parquet
     from mmunlearn.methods.runner import variant_tasks
+    from mmunlearn.params import ParamError
 
     data_dir = Path(data_dir)
     if keep is None:
@@ -59,17 +60,18 @@ def branch_data(p: dict, variant: str, keep: int | None, data_dir, dest: Path) -
     tasks, retain = variant_tasks(variant, p, profiles)
     forget = sorted(pid for _, ids in tasks for pid in ids)
     if keep <= len(forget):
-        raise UserError(f"crossarch.profiles.{p['scale']}={keep}: the {variant} forget set alone has "
-                        f"{len(forget)} profiles (keep more, or null for all)")
+        key = "crossarch.profiles" + (f".{p['scale']}" if isinstance(p["crossarch"]["profiles"], dict) else "")
+        raise ParamError(key, keep, f"the {variant} forget set alone has {len(forget)} profiles "
+                                    "(keep more, or null for all)")
     holdout = sorted(profiles.profile_id[profiles.split == "holdout"])
     rng = np.random.default_rng([int(p["seed"]), 0xCA])
     n_holdout = max(1, round(len(holdout) * keep / (len(forget) + len(retain))))
     kept = {*forget, *rng.choice(retain, min(keep - len(forget), len(retain)), replace=False),
             *rng.choice(holdout, min(n_holdout, len(holdout)), replace=False)}
     dest.mkdir(parents=True)
-    for name in ("profiles", "qa"):
-        table = pd.read_parquet(data_dir / f"{name}.parquet")
-        table[table.profile_id.isin(kept)].reset_index(drop=True).to_parquet(dest / f"{name}.parquet")
+    qa = pd.read_parquet(data_dir / "qa.parquet")
+    for name, table in (("profiles", profiles), ("qa", qa)):
+        write_parquet(dest / f"{name}.parquet", table[table.profile_id.isin(kept)])
     (dest / "images").symlink_to((data_dir / "images").resolve(), target_is_directory=True)
     return dest
 
