@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 from mmunlearn.io import atomic_dir, write_json
-from mmunlearn.models.train import by_scale
-from mmunlearn.params import for_model, runtime, validate_crossarch
+from mmunlearn.params import by_scale, for_model, runtime, validate_crossarch
 
 
 def branch_params(params: dict) -> dict:

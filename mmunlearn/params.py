@@ -210,6 +210,11 @@ def is_per_scale(value: Any) -> bool:
     return isinstance(value, dict)
 
 
+def by_scale(value: Any, params: dict) -> Any:
+    """A param that is either one value or a mapping {smoke, small, full} -> value, at the run's scale."""
+    return value[params["scale"]] if isinstance(value, dict) else value
+
+
 def per_scale(key: str, value: Any, check) -> None:
     """`check(key, value)` of one value, or of each scale's value of a `{smoke, small, full}` mapping."""
     if isinstance(value, dict):
@@ -497,5 +502,7 @@ def _validate_training(params: dict) -> None:
     ratio("metrics.relearn_fraction", _get(params, "metrics.relearn_fraction"))
     ratio("metrics.kr_min_gap", _get(params, "metrics.kr_min_gap"))
     integer("metrics.continual_retain_rows", _get(params, "metrics.continual_retain_rows"), lo=0)
+    integer("metrics.probe_rows", _get(params, "metrics.probe_rows"), lo=0)
+    per_scale("metrics.eval_retain_rows", _get(params, "metrics.eval_retain_rows"), lambda k, v: integer(k, v, lo=0))
     integer("metrics.continual_task_rows", _get(params, "metrics.continual_task_rows"), lo=0)
     integer("analysis.stability_draws", _get(params, "analysis.stability_draws"), lo=1)

@@ -62,7 +62,10 @@ def test_block_defaults_and_scale_values(base_params):
     small = text.scale_values({**params, "scale": "small"}, DEFAULT_CFG)   # null = the main pipeline's values
     assert small == {"epochs": float(params["finetune"]["epochs"]["small"]),
                      "train_batch": params["finetune"]["batch_size"],
-                     "unlearn_batch": params["unlearn"]["batch_size"], "max_steps": None, "eval_retain": None}
+                     "unlearn_batch": params["unlearn"]["batch_size"], "max_steps": None,
+                     "eval_retain": params["metrics"]["eval_retain_rows"]["small"]}
+    everything = {**params, "scale": "small", "metrics": {**params["metrics"], "eval_retain_rows": 0}}
+    assert text.scale_values(everything, DEFAULT_CFG)["eval_retain"] is None   # 0 = every retain row
     with pytest.raises(ParamError, match="methods"):
         text_cfg({**params, "methods": ["ga"]})
 

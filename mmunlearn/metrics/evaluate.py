@@ -40,7 +40,7 @@ from mmunlearn.metrics.probes import PROBES, probe_rows
 from mmunlearn.metrics.recovery import kr_gap_reason, kr_summary, recovered
 from mmunlearn.metrics.columns import headline_metrics, row_metrics, row_values
 from mmunlearn.metrics.rows import mia_features, prediction, strict_match
-from mmunlearn.params import runtime
+from mmunlearn.params import by_scale, runtime
 
 
 def _r(x, nd: int = 6):
@@ -114,9 +114,15 @@ class Evaluator:
         return self.qa[self.qa.profile_id.isin(set(profile_ids))].to_dict("records")
 
     def sets(self, variant: str) -> dict[str, list[dict]]:
+        """The variant's rows every model is scored on: all its forget rows, a fixed seeded sample
+        of `metrics.eval_retain_rows` of its retain rows (RA, ROUGE_retain, the retain side of
+        modality alignment: the same rows for every model of the variant; 0 = all), and every
+        holdout row."""
         tasks, retain_ids = variant_tasks(variant, self.params, self.profiles)
         forget_ids = [p for _, ids in tasks for p in ids]
-        return {"forget": self.rows(forget_ids), "retain": self.rows(retain_ids),
+        n_retain = int(by_scale(self.cfg["eval_retain_rows"], self.params))
+        retain = sample(self.rows(retain_ids), n_retain, [int(self.params["seed"]), 0xE0, VARIANTS.index(variant)])
+        return {"forget": self.rows(forget_ids), "retain": retain,
                 "holdout": self.rows(self.profiles.profile_id[self.profiles.split == "holdout"])}
 
     def encoded(self, rows: list[dict]):
@@ -128,9 +134,10 @@ class Evaluator:
         return self._enc[key]
 
     def retain_subsample(self) -> list[dict]:
-        """Fixed seeded retain rows for the continual utility curve (`metrics.continual_retain_rows`)."""
-        rows = self.rows(self.profiles.profile_id[self.profiles.split == "retain"])
-        return sample(rows, int(self.cfg["continual_retain_rows"]), [int(self.params["seed"]), 0xC0])
+        """Fixed seeded retain rows for the continual utility curve (`metrics.continual_retain_rows`),
+        drawn from the icu variant's evaluated retain rows, so that the last stage reads the final
+        model's retain pass."""
+        return sample(self.sets("icu")["retain"], int(self.cfg["continual_retain_rows"]), [int(self.params["seed"]), 0xC0])
 
     def task_sample(self) -> dict[int, list[dict]]:
         """{task: its forget rows in the continual matrix}: a fixed seeded sample of
@@ -336,9 +343,12 @@ def answered(frame_row, row: dict) -> tuple[str, bool]:
 
 
 def run_probes(ev: Evaluator, model, forget: Pass, forget_rows: list[dict], seed: int) -> tuple[list[dict], float | None]:
-    """Per failed forget row (FA decision false): each probe's question, prediction and strict
-    correctness, and kr_score = share of probes answered; plus the mean kr_score."""
-    failed = [r for r, ok in zip(forget_rows, forget.frame.correct) if not ok]
+    """Per failed forget row (FA decision false) among a fixed seeded sample of
+    `metrics.probe_rows` forget rows (the same rows for every model; 0 = all): each probe's
+    question, prediction and strict correctness, and kr_score = share of probes answered; plus the
+    mean kr_score."""
+    asked = {r["qa_id"] for r in sample(forget_rows, int(by_scale(ev.cfg["probe_rows"], ev.params)), [seed, 0x9B])}
+    failed = [r for r, ok in zip(forget_rows, forget.frame.correct) if not ok and r["qa_id"] in asked]
     if not failed:
         return [], None
     prows = probe_rows(failed, forget_rows, ev.profiles, ev.pools, seed)

@@ -57,7 +57,8 @@ def chat_corpus(rows: list[dict], preset: str = "tiny-llava") -> list[str]:
 
 def build_base(params: dict, out_dir: str | Path = "models/base", data_dir: str | Path = "data",
                metrics_path: str | Path = "outputs/base/metrics.json", progress: bool = True) -> dict:
-    from mmunlearn.models.train import TrainConfig, by_scale
+    from mmunlearn.models.train import TrainConfig
+    from mmunlearn.params import by_scale
 
     model_id = params["model"]
     seed = int(params["seed"])

@@ -18,9 +18,9 @@ import pandas as pd
 from mmunlearn.data.splits import static_split_name
 from mmunlearn.distributed import barrier, is_main, world_size
 from mmunlearn.io import atomic_dir, write_json
-from mmunlearn.models.train import TrainConfig, by_scale
+from mmunlearn.models.train import TrainConfig
 from mmunlearn.parallel import run_jobs
-from mmunlearn.params import runtime
+from mmunlearn.params import by_scale, runtime
 
 VIEWS_REPORTED = ("text", "vqa_masked", "vqa_full")
 

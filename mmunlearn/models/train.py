@@ -95,8 +95,3 @@ def train(model, enc: Encoded, pad_id: int, cfg: TrainConfig, progress: bool = T
                                        data_collator=lambda items: collate(enc, [it["idx"] for it in items], pad_id))
         trainer.train()
         return list(trainer.state.log_history)
-
-
-def by_scale(value, params: dict):
-    """A param that is either one value or a mapping {smoke, small, full} -> value."""
-    return value[params["scale"]] if isinstance(value, dict) else value

@@ -49,7 +49,7 @@ import torch
 
 from mmunlearn.data.splits import VARIANTS
 from mmunlearn.errors import UserError
-from mmunlearn.params import ParamError, integer, keys, per_scale, positive, runtime
+from mmunlearn.params import ParamError, by_scale, integer, keys, per_scale, positive, runtime
 
 KEY = "unimodal.text"
 SETTINGS = tuple(f"text_{v}" for v in VARIANTS)
@@ -58,7 +58,7 @@ DEFAULT_CFG: dict = {
     "epochs": {"smoke": 2, "small": None, "full": None},       # LoRA epochs; null = finetune.epochs
     "batch_size": {"smoke": 8, "small": None, "full": None},   # null = finetune / unlearn.batch_size
     "max_steps": {"smoke": 1, "small": None, "full": None},    # cap on unlearn.<method>.steps; null = none
-    "eval_retain": {"smoke": 16, "small": None, "full": None},  # retain rows scored for RA; null = all
+    "eval_retain": {"smoke": 16, "small": None, "full": None},  # retain rows scored for RA; null = metrics.eval_retain_rows
     "threads": 1,                                          # torch CPU threads while the branch runs
     "workers": 0,                                          # settings side by side; 0 = one per setting
 }
@@ -372,7 +372,7 @@ class Scorer:
 def scale_values(params: dict, cfg: dict) -> dict:
     """The branch's knobs at `params["scale"]`; null = the main pipeline's value (epochs:
     `finetune.epochs`; batch: `finetune.batch_size` for training, `unlearn.batch_size` for
-    unlearning) or no cap (max_steps, eval_retain)."""
+    unlearning), no cap (max_steps), `metrics.eval_retain_rows` (eval_retain; 0 = all)."""
     def at(v):
         return v[params["scale"]] if isinstance(v, dict) else v
 
@@ -380,7 +380,14 @@ def scale_values(params: dict, cfg: dict) -> dict:
     return {"epochs": float(at(params["finetune"]["epochs"]) if epochs is None else epochs),
             "train_batch": int(params["finetune"]["batch_size"] if batch is None else batch),
             "unlearn_batch": int(params["unlearn"]["batch_size"] if batch is None else batch),
-            "max_steps": at(cfg["max_steps"]), "eval_retain": at(cfg["eval_retain"])}
+            "max_steps": at(cfg["max_steps"]), "eval_retain": eval_retain(params, at(cfg["eval_retain"]))}
+
+
+def eval_retain(params: dict, value: int | None) -> int | None:
+    """The branch's retain sample size: its own value, else the main pipeline's (None = all)."""
+    if value is None:
+        value = int(by_scale(params["metrics"]["eval_retain_rows"], params)) or None
+    return value
 
 
 def run_seed(lm, data: TextData, params: dict, cfg: dict, seed: int, progress: Any = None,
