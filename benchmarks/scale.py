@@ -92,6 +92,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="copy each run's outputs/ and dvc.lock here")
     ap.add_argument("--small-only", action="store_true",
                     help="only the default run (scale small): its per-stage seconds and total")
+    ap.add_argument("--large-only", action="store_true",
+                    help="only scale full (x --fraction): its per-stage seconds, total and disk use")
     args = ap.parse_args()
     if not 0 < args.fraction <= 1:
         sys.exit(f"error: --fraction {args.fraction} is not in (0, 1]")
@@ -100,11 +102,15 @@ def main() -> None:
     from tests.conftest import env
 
     with tempfile.TemporaryDirectory() as tmp:
-        small = run_scale(Path(tmp), "small", 1.0, env(), args.keep)
-        if args.small_only:
-            print("\n".join(f"{n:<28} {s:9.1f}" for n, s in small["stages"].items()))
-            print(f"small_seconds: {small['total']:.1f}")
+        if args.small_only or args.large_only:
+            name = "small" if args.small_only else "large"
+            one = run_scale(Path(tmp), name, args.fraction, env(), args.keep)
+            print("\n".join(f"{n:<28} {s:9.1f}" for n, s in one["stages"].items()))
+            print(f"counts: {one['counts']}  models_gb: {one['models_gb']:.2f} "
+                  f"(unlearned checkpoints {one['unlearned_gb']:.2f})")
+            print(f"{name}_seconds: {one['total']:.1f}")
             return
+        small = run_scale(Path(tmp), "small", 1.0, env(), args.keep)
         large = run_scale(Path(tmp), "large", args.fraction, env(), args.keep)
     print(f"large = scale full x {args.fraction:g} (task size unchanged)")
     print("\n".join(table(small, large)))

@@ -17,7 +17,7 @@ count, and float reductions depend on the thread count, not on which process run
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from functools import partial
 from multiprocessing import get_context
 from typing import Callable, Sequence, TypeVar
@@ -93,3 +93,40 @@ def run_jobs(fn: Callable[..., R], jobs: Sequence[T], workers: int = 0, per_job:
             return list(pool.map(partial(_call, fn), jobs))
     finally:
         _SHARED.clear()
+
+
+class Beside:
+    """Worker processes for jobs that run beside this process's own work: `submit(fn, job)` gives
+    a future. The plan is `plan(workers, n_jobs)`'s, counting this process as one of them: on two
+    cores, one worker beside it, every process at one torch thread (set here for the duration).
+    Where the plan has one process (one core, an accelerator, a data-parallel launch) `submit`
+    runs the job here, at once."""
+
+    def __init__(self, workers: int, n_jobs: int):
+        self.n, self.threads = plan(workers, n_jobs)
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> "Beside":
+        import torch
+
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        if self.n > 1:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            ctx = get_context("fork" if self.threads == 1 else "spawn")
+            self.pool = ProcessPoolExecutor(self.n - 1, mp_context=ctx, initializer=_init, initargs=(self.threads, None))
+        return self
+
+    def submit(self, fn: Callable[[T], R], job: T) -> Future:
+        if self.pool is not None:
+            return self.pool.submit(fn, job)
+        done: Future = Future()
+        done.set_result(fn(job))
+        return done
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+        torch.set_num_threads(self.before)

@@ -292,7 +292,7 @@ def validate(params: Any) -> None:
     for m in methods:
         if not isinstance(_get(params, f"unlearn.{m}"), dict):
             raise ParamError(f"unlearn.{m}", _get(params, f"unlearn.{m}"), "must be a mapping")
-    integer("unlearn.save_every", _get(params, "unlearn.save_every"), lo=1)
+    per_scale("unlearn.save_every", _get(params, "unlearn.save_every"), lambda k, v: integer(k, v, lo=1))
     integer("unlearn.batch_size", _get(params, "unlearn.batch_size"), lo=1)
     for bench in ("fiu", "umu"):
         r = _get(params, f"unlearn.{bench}_ratio")
@@ -505,4 +505,5 @@ def _validate_training(params: dict) -> None:
     integer("metrics.probe_rows", _get(params, "metrics.probe_rows"), lo=0)
     per_scale("metrics.eval_retain_rows", _get(params, "metrics.eval_retain_rows"), lambda k, v: integer(k, v, lo=0))
     integer("metrics.continual_task_rows", _get(params, "metrics.continual_task_rows"), lo=0)
+    per_scale("metrics.continual_every", _get(params, "metrics.continual_every"), lambda k, v: integer(k, v, lo=1))
     integer("analysis.stability_draws", _get(params, "analysis.stability_draws"), lo=1)

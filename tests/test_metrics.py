@@ -656,3 +656,49 @@ def test_a_headline_metric_declares_what_it_reads_and_its_orientation():
         metric("toy_headline", headline=True, reads=("forget",))
     with pytest.raises(ValueError, match="needs `reads`"):
         metric("toy_headline", headline=True, higher_is_better=True)
+
+
+def _stage_ev(n: int, every):
+    """The parts of an Evaluator that the continual matrix reads: n tasks of two rows each
+    (task i: rows f{i}a, f{i}b), two retain rows r1, r2."""
+    from types import SimpleNamespace
+
+    tasks = {i: [{"qa_id": f"f{i}a"}, {"qa_id": f"f{i}b"}] for i in range(1, n + 1)}
+    return SimpleNamespace(n_tasks=n, cfg={"continual_every": every}, params={"scale": "small"},
+                           task_sample=lambda: tasks, retain_subsample=lambda: [{"qa_id": "r1"}, {"qa_id": "r2"}])
+
+
+def test_stage_tasks_ask_every_task_every_n_stages():
+    from mmunlearn.metrics.evaluate import stage_tasks
+
+    ev = _stage_ev(100, {"smoke": 1, "small": 10, "full": 10})
+    assert stage_tasks(ev, 7) == [7]
+    assert stage_tasks(ev, 10) == list(range(1, 11)) and stage_tasks(ev, 100) == list(range(1, 101))
+    assert stage_tasks(_stage_ev(5, 1), 3) == [1, 2, 3]
+    assert stage_tasks(_stage_ev(5, 4), 5) == [1, 2, 3, 4, 5]        # the last stage asks everything
+
+
+def test_continual_matrix_with_stages_that_ask_their_own_task_only():
+    """3 tasks, every task asked at stage 2 and the last: stage 1 holds A[1][1] only. By hand:
+    A[0] = (1, 1, 1); A[1][1] = 0.5; A[2] = (1, 0); A[3] = (0.5, 0.5, 0); RA = 1, 1, 0.5, 0.5.
+    Historical preservation over the asked pairs (2,1), (3,1), (3,2):
+    1 - max(0, 1 - 0.5) = 0.5; 1 - max(0, 0.5 - 0.5) = 1; 1 - max(0, 0.5 - 0) = 0.5 -> 2/3."""
+    from mmunlearn.metrics.evaluate import Pass, continual
+
+    ev = _stage_ev(3, 2)
+    s = lambda d: pd.Series(d, dtype=bool)  # noqa: E731
+    ft = pd.DataFrame({"qa_id": [f"f{i}{x}" for i in (1, 2, 3) for x in "ab"] + ["r1", "r2"], "correct": True})
+    stages = {1: (s({"f1a": True, "f1b": False}), s({"r1": True, "r2": True})),
+              2: (s({"f1a": True, "f1b": True, "f2a": False, "f2b": False}), s({"r1": True, "r2": False}))}
+    final_f = pd.DataFrame({"qa_id": ["f1a", "f1b", "f2a", "f2b", "f3a", "f3b"],
+                            "correct": [True, False, False, True, False, False]})
+    final_r = pd.DataFrame({"qa_id": ["r1", "r2"], "correct": [False, True]})
+    out = continual(ev, stages, Pass(final_f, None), Pass(final_r, None), ft)
+    assert out["A"][1] == [None, 0.5, None, None]
+    assert out["A"][2] == [None, 1.0, 0.0, None] and out["A"][3] == [None, 0.5, 0.5, 0.0]
+    assert out["retain_accuracy"] == [1.0, 1.0, 0.5, 0.5] and out["stages"] == [1, 2, 3]
+    m = out["metrics"]
+    assert m["effectiveness"] == pytest.approx(((1 - 0.5) + (1 - 0) + (1 - 0)) / 3)
+    assert m["historical_preservation"] == pytest.approx(2 / 3)
+    assert {"stage": 1, "task": 1, "accuracy": 0.5} in out["matrix"]
+    assert not [c for c in out["matrix"] if c["stage"] == 1 and c["task"] > 1]

@@ -81,3 +81,30 @@ def _with_shared(shared: dict, x: int) -> int:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_shared_objects_reach_every_job(workers):
     assert run_jobs(_with_shared, [1, 2, 3], workers=workers, shared={"k": 10}) == [10, 20, 30]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+def test_beside_runs_jobs_in_a_worker_while_this_process_works():
+    """On two cores: one forked worker beside this process, both at the plan's one thread."""
+    from mmunlearn.parallel import Beside
+
+    before = torch.get_num_threads()
+    with Beside(0, 3) as beside:
+        futures = [beside.submit(_job, x) for x in range(4)]
+        here = _job(10)                       # this process's own work meanwhile
+        out = [f.result() for f in futures]
+    assert [o[0] for o in out] == [0, 1, 4, 9] and here[0] == 100
+    assert {o[2] for o in out}.isdisjoint({os.getpid()})
+    if (os.cpu_count() or 1) == 2:
+        assert {o[1] for o in out} == {here[1]} == {1}
+    assert torch.get_num_threads() == before
+
+
+def test_beside_with_one_worker_runs_each_job_here_at_once():
+    from mmunlearn.parallel import Beside
+
+    with Beside(1, 3) as beside:
+        done = beside.submit(_job, 4)
+        assert done.done() and done.result()[0] == 16 and done.result()[2] == os.getpid()
+        with pytest.raises(ValueError, match="job 2 failed"):
+            beside.submit(_fails, 2)

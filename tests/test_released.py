@@ -263,7 +263,7 @@ def test_metrics_separate_unlearned_from_finetuned(released_pipeline):
     assert ga["row"]["FA"] < ft["FA"]
     assert 0 <= ga["mia"]["loss_auc"] <= 1 and 0 <= ga["MIA"] <= 1
     c = ga["continual"]
-    assert c["saved_stages"] == [1, 2, 3]
+    assert c["stages"] == [1, 2, 3]
     # A[t][i] is asked on a fixed sample of each task's forget rows, the same at every stage
     qa = pd.read_parquet(repo / "data" / "qa.parquet").set_index("qa_id")
     assert sorted(c["task_rows"]) == ["1", "2", "3"]
@@ -274,6 +274,24 @@ def test_metrics_separate_unlearned_from_finetuned(released_pipeline):
     assert c["A"][1][1] < c["A"][0][1]  # the stage that unlearns task 1 lowers it
     assert c["metrics"]["effectiveness"] > 0
     assert {"AccF", "AccR", "RLF", "RLR"} <= set(ga["modality"])
+
+
+def test_streamed_stages_equal_the_saved_checkpoints(released_pipeline, smoke_params, monkeypatch):
+    """The stages scored beside the unlearning (`branch.run_branch`, from scratch copies of each
+    stage's adapter) equal the same stages scored afterwards from the saved checkpoints
+    (`evaluate.saved_stages`, what `python -m stages.evaluate` runs): same rows, same values."""
+    from mmunlearn.metrics.evaluate import Evaluator, accuracy, saved_stages
+
+    monkeypatch.chdir(released_pipeline)
+    c = load(released_pipeline, "outputs/eval/npo/icu_seed0.json")["continual"]
+    ev = Evaluator(smoke_params)
+    later = saved_stages(ev, released_pipeline / "models" / "unlearned" / "icu" / "npo" / "0")
+    assert sorted(later) == c["stages"][:-1] == [1, 2]
+    sub = [r["qa_id"] for r in ev.retain_subsample()]
+    for t, (forget, retain) in later.items():
+        assert [c["A"][t][i] for i in range(1, t + 1)] == [
+            round(accuracy(forget[c["task_rows"][str(i)]].to_numpy()), 6) for i in range(1, t + 1)]
+        assert c["retain_accuracy"][t] == round(accuracy(retain[sub].to_numpy()), 6)
 
 
 def test_second_repro_is_a_noop(released_pipeline):

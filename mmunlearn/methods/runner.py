@@ -27,6 +27,7 @@ from mmunlearn.errors import UserError
 from mmunlearn.io import atomic_dir, write_json
 from mmunlearn.methods import get
 from mmunlearn.methods.base import Context, StepLoss, nll_of, trainable
+from mmunlearn.params import by_scale
 
 PRUNED = "pruned.json"
 
@@ -207,9 +208,11 @@ def load_trainable(base_dir: Path, finetuned_dir: Path, checkpointing: bool = Fa
 
 def run_sequence(method_name: str, params: dict, variant: str, seed: int, qa: pd.DataFrame,
                  profiles: pd.DataFrame, base_dir: Path, finetuned_dir: Path, data_dir: Path,
-                 out_dir: Path | None, progress: bool = True) -> list[dict]:
+                 out_dir: Path | None, progress: bool = True, on_stage=None) -> list[dict]:
     """Unlearn one variant's tasks in order for one seed; checkpoints under `out_dir` (None: none
-    written, as on the ranks other than 0 of a data-parallel launch, which also print nothing)."""
+    written, as on the ranks other than 0 of a data-parallel launch, which also print nothing).
+    `on_stage(seed, t, n_tasks, model, pruned)` is called after every task t (the continual
+    matrix's stages, scored beside the unlearning: `branch.run_branch`)."""
     from tqdm import tqdm
 
     from mmunlearn.distributed import is_main
@@ -230,7 +233,7 @@ def run_sequence(method_name: str, params: dict, variant: str, seed: int, qa: pd
                           encode(processor, retain_rows, images), retain_rows, int(cfg["batch_size"]), rng)
     model, state = run.model, run.state
     log = []
-    save_every = int(cfg["save_every"])
+    save_every = int(by_scale(cfg["save_every"], params))
     bar = tqdm(tasks, desc=f"{method_name}/{variant}/seed{seed}", unit="task", disable=not progress or not is_main())
     for t, (name, forget_ids) in enumerate(bar, start=1):
         t0 = time.perf_counter()
@@ -250,6 +253,8 @@ def run_sequence(method_name: str, params: dict, variant: str, seed: int, qa: pd
                       f"forget loss {f_nll:.3f}  retain loss {r_nll:.3f}  {seconds:.1f} s")
         if out_dir is not None and (t % save_every == 0 or t == len(tasks)):
             save_checkpoint(model, state.get("pruned"), out_dir / name)
+        if on_stage is not None:
+            on_stage(seed, t, len(tasks), model, state.get("pruned"))
     run.finish()
     return log
 
@@ -263,9 +268,10 @@ def save_checkpoint(model, pruned: dict | None, path: Path) -> None:
 
 def unlearn_variant(params: dict, method_name: str, variant: str, base_dir="models/base",
                     finetuned_dir="models/finetuned", data_dir="data", out_root="models/unlearned",
-                    progress: bool = True) -> dict[str, list[dict]]:
+                    progress: bool = True, on_stage=None) -> dict[str, list[dict]]:
     """Every seed of one variant -> models/unlearned/<variant>/<method>/ (written whole or not at
-    all, by rank 0 alone under a data-parallel launch); the per-task logs by seed."""
+    all, by rank 0 alone under a data-parallel launch); the per-task logs by seed. `on_stage`:
+    `run_sequence`'s."""
     from contextlib import nullcontext
 
     from mmunlearn.distributed import is_main
@@ -275,7 +281,7 @@ def unlearn_variant(params: dict, method_name: str, variant: str, base_dir="mode
     profiles = pd.read_parquet(data_dir / "profiles.parquet")
     with atomic_dir(Path(out_root) / variant / method_name) if is_main() else nullcontext() as tmp:
         return {str(seed): run_sequence(method_name, params, variant, int(seed), qa, profiles, Path(base_dir),
-                                        Path(finetuned_dir), data_dir, tmp and tmp / str(seed), progress)
+                                        Path(finetuned_dir), data_dir, tmp and tmp / str(seed), progress, on_stage)
                 for seed in params["seeds"]}
 
 

@@ -25,6 +25,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -455,36 +456,54 @@ def oracle_for(ev: Evaluator, variant: str):
     return oracle, ev.scores(oracle, ev.sets(variant)["forget"], keep_dist=True), name
 
 
-def continual(ev: Evaluator, ckpt_root: Path, final_forget: Pass, final_retain: Pass,
-              finetuned_rows: pd.DataFrame) -> dict:
+def stage_tasks(ev: Evaluator, t: int) -> list[int]:
+    """The tasks whose samples stage t is asked: every task so far at every
+    `metrics.continual_every`-th stage and the last, else task t alone (A[t][t], what
+    effectiveness reads). Historical preservation then averages over the asked (t, i) pairs."""
+    every = int(by_scale(ev.cfg["continual_every"], ev.params))
+    return list(range(1, t + 1)) if t % every == 0 or t == ev.n_tasks else [t]
+
+
+def stage_correct(ev: Evaluator, model, t: int) -> tuple[pd.Series, pd.Series]:
+    """Stage t's per-row correctness by qa_id on the continual matrix's rows: the fixed samples of
+    its tasks (`stage_tasks`, `Evaluator.task_sample`) and the fixed retain subsample."""
+    tasks = ev.task_sample()
+    asked = [r for i in stage_tasks(ev, t) for r in tasks[i]]
+    return (ev.run(model, asked).frame.set_index("qa_id").correct,
+            ev.run(model, ev.retain_subsample()).frame.set_index("qa_id").correct)
+
+
+def saved_stages(ev: Evaluator, ckpt_root: Path) -> dict[int, tuple[pd.Series, pd.Series]]:
+    """`stage_correct` of every checkpoint saved under `ckpt_root` before the last task (a run's
+    checkpoints evaluated after the fact: `evaluate_method`)."""
+    saved = sorted(int(p.name[4:]) for p in ckpt_root.glob("task*") if p.is_dir())
+    return {t: stage_correct(ev, ev.load(ckpt_root / f"task{t:03d}"), t) for t in saved if t < ev.n_tasks}
+
+
+def continual(ev: Evaluator, stages: dict[int, tuple[pd.Series, pd.Series]], final_forget: Pass,
+              final_retain: Pass, finetuned_rows: pd.DataFrame) -> dict:
     """A[t][i] (forget accuracy on task i after stage t; stage 0 = fine-tuned) on each task's fixed
     sample (`Evaluator.task_sample`, its qa_ids in `task_rows`), and retained utility on a fixed
-    retain subsample. Every stage is scored by the one row definition
-    (`metrics.rows.row_correct`), as the fine-tuned model's rows are; the last stage reads the
-    final model's passes (made before KR's relearning changes the model)."""
+    retain subsample; a stage that was not asked a task (`stage_tasks`) leaves its cell None.
+    `stages`: `stage_correct` of the stages between (every stage when the
+    unlearning streams them, `branch.run_branch`; the saved checkpoints otherwise); the last
+    stage reads the final model's passes (made before KR's relearning changes the model). Every
+    stage is scored by the one row definition (`metrics.rows.row_correct`), as the fine-tuned
+    model's rows are."""
     n = ev.n_tasks
-    tasks = ev.task_sample()
-    ids = {i: [r["qa_id"] for r in rows] for i, rows in tasks.items()}
-    sub = ev.retain_subsample()
-    sub_ids = [r["qa_id"] for r in sub]
+    ids = {i: [r["qa_id"] for r in rows] for i, rows in ev.task_sample().items()}
+    sub_ids = [r["qa_id"] for r in ev.retain_subsample()]
     A: list[list[float | None]] = [[None] * (n + 1) for _ in range(n + 1)]
     ra: list[float | None] = [None] * (n + 1)
     ft = finetuned_rows.set_index("qa_id").correct
-    stages = {0: (ft, ft)}            # (forget, retain) correctness by qa_id; stage 0 asks every task
-    saved = sorted(int(p.name[4:]) for p in ckpt_root.glob("task*") if p.is_dir())
-    for t in saved:
-        if t == n:
-            stages[t] = (final_forget.frame.set_index("qa_id").correct, final_retain.frame.set_index("qa_id").correct)
-        else:
-            model = ev.load(ckpt_root / f"task{t:03d}")
-            asked = [r for i in range(1, t + 1) for r in tasks[i]]
-            stages[t] = (ev.run(model, asked).frame.set_index("qa_id").correct,
-                         ev.run(model, sub).frame.set_index("qa_id").correct)
-    for t, (forget, retain) in stages.items():
+    last = (final_forget.frame.set_index("qa_id").correct, final_retain.frame.set_index("qa_id").correct)
+    every = {0: (ft, ft), **{t: v for t, v in stages.items() if 0 < t < n}, n: last}   # stage 0 asks every task
+    for t, (forget, retain) in every.items():
         for i in range(1, (n if t == 0 else t) + 1):
-            A[t][i] = _r(accuracy(forget[ids[i]].to_numpy()))
+            if pd.Index(ids[i]).isin(forget.index).all():   # asked at this stage (`stage_tasks`)
+                A[t][i] = _r(accuracy(forget[ids[i]].to_numpy()))
         ra[t] = _r(accuracy(retain[sub_ids].to_numpy()))
-    return {"A": A, "retain_accuracy": ra, "saved_stages": saved, "retain_rows": len(sub),
+    return {"A": A, "retain_accuracy": ra, "stages": sorted(t for t in every if t > 0), "retain_rows": len(sub_ids),
             "task_rows": {str(i): v for i, v in ids.items()},
             "metrics": continual_metrics(A, ra), "matrix": upper_triangular(A, include_baseline=True)}
 
@@ -494,12 +513,14 @@ def strip(res: dict) -> dict:
 
 
 def evaluate_variant(ev: Evaluator, method: str, variant: str, unlearned_root="models/unlearned",
-                     ft_rows: pd.DataFrame | None = None, controls: dict | None = None) -> dict[str, dict]:
+                     ft_rows: pd.DataFrame | None = None, controls: dict | None = None,
+                     stages: Callable[[int], dict] | None = None) -> dict[str, dict]:
     """{`<variant>_seed<seed>.json`: document} for the last checkpoint of each seed of one
     variant: the released row (dataset, method, seed, FA, RA, MIA, AD, JS, retrained_distance, KR,
     KR_vs_oracle, KR_probe, ROUGE_*) and every other metric. KR and the continual matrix need the
     fine-tuned model's per-row correctness (`ft_rows`, from `evaluate_baselines`); without it both
-    are skipped. `controls` (`baselines`) hold KR's controls per variant and seed."""
+    are skipped. `controls` (`baselines`) hold KR's controls per variant and seed. `stages(seed)`:
+    the continual stages already scored while unlearning (default: the saved checkpoints')."""
     ft_correct = dict(zip(ft_rows.qa_id, ft_rows.correct.astype(bool))) if ft_rows is not None else None
     oracle, opass, oname = oracle_for(ev, variant)
     docs = {}
@@ -512,7 +533,8 @@ def evaluate_variant(ev: Evaluator, method: str, variant: str, unlearned_root="m
         res = evaluate_model(ev, model, variant, int(seed), oracle, opass, ft_correct, kr_control=control)
         cont = None
         if variant == "icu" and ft_rows is not None:
-            cont = continual(ev, root, res["_forget_pass"], res["_retain_pass"], ft_rows)
+            between = stages(int(seed)) if stages is not None else saved_stages(ev, root)
+            cont = continual(ev, between, res["_forget_pass"], res["_retain_pass"], ft_rows)
         res = strip(res)
         row = {"dataset": variant, "method": method, "seed": int(seed),
                **{i.name: res[i.name] for i in row_metrics()},
