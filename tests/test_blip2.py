@@ -46,6 +46,8 @@ def test_save_load_round_trip_through_auto_classes(tiny, rows, images, tmp_path)
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     model2, processor2 = load_vlm(tmp_path)
+    sa, sb = model.state_dict(), model2.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)   # the weights, bit for bit
     assert type(model2).__name__ == "Blip2ForConditionalGeneration"
     assert type(processor2).__name__ == "Blip2Processor"
     assert type(processor2.image_processor).__name__ == "BlipImageProcessorPil"
@@ -60,10 +62,13 @@ def test_save_load_round_trip_through_auto_classes(tiny, rows, images, tmp_path)
         assert ("pixel_values" in b1) == (idx != text)
         if "pixel_values" in b1:
             assert torch.equal(b1["pixel_values"], b2["pixel_values"])
-            assert torch.equal(_logits(model, b1), _logits(model2, b2))
+            # same weights, same inputs; the CPU kernels may still sum in another order (their
+            # choice can depend on where the loaded tensors lie in memory; one fresh-clone run differed
+            # in the 4th decimal of a few logits, 2026-12-06): float32 rounding, not a round-trip fault
+            torch.testing.assert_close(_logits(model, b1), _logits(model2, b2), rtol=1e-4, atol=1e-4)
         else:
             with torch.no_grad():
-                assert torch.equal(answer_nll(model, b1), answer_nll(model2, b2))
+                torch.testing.assert_close(answer_nll(model, b1), answer_nll(model2, b2), rtol=1e-4, atol=1e-5)
 
 
 def test_image_tokens_are_prepended_queries(tiny, rows, images, monkeypatch):
