@@ -502,7 +502,7 @@ def _validate_training(params: dict) -> None:
     ratio("metrics.relearn_fraction", _get(params, "metrics.relearn_fraction"))
     ratio("metrics.kr_min_gap", _get(params, "metrics.kr_min_gap"))
     integer("metrics.continual_retain_rows", _get(params, "metrics.continual_retain_rows"), lo=0)
-    integer("metrics.probe_rows", _get(params, "metrics.probe_rows"), lo=0)
+    per_scale("metrics.probe_rows", _get(params, "metrics.probe_rows"), lambda k, v: integer(k, v, lo=0))
     per_scale("metrics.eval_retain_rows", _get(params, "metrics.eval_retain_rows"), lambda k, v: integer(k, v, lo=0))
     integer("metrics.continual_task_rows", _get(params, "metrics.continual_task_rows"), lo=0)
     per_scale("metrics.continual_every", _get(params, "metrics.continual_every"), lambda k, v: integer(k, v, lo=1))

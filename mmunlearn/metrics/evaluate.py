@@ -109,6 +109,7 @@ class Evaluator:
         self.processor = AutoProcessor.from_pretrained(base_source(self.base_dir))
         self.image_cache = ImageCache()
         self._enc: dict[tuple, object] = {}
+        self._samples: dict[str, object] = {}
 
     # ---- data -------------------------------------------------------------------------------
     def rows(self, profile_ids) -> list[dict]:
@@ -138,17 +139,22 @@ class Evaluator:
         """Fixed seeded retain rows for the continual utility curve (`metrics.continual_retain_rows`),
         drawn from the icu variant's evaluated retain rows, so that the last stage reads the final
         model's retain pass."""
-        return sample(self.sets("icu")["retain"], int(self.cfg["continual_retain_rows"]), [int(self.params["seed"]), 0xC0])
+        if "retain_subsample" not in self._samples:   # fixed: drawn once, read by every stage
+            self._samples["retain_subsample"] = sample(self.sets("icu")["retain"], int(self.cfg["continual_retain_rows"]),
+                                                       [int(self.params["seed"]), 0xC0])
+        return self._samples["retain_subsample"]
 
     def task_sample(self) -> dict[int, list[dict]]:
         """{task: its forget rows in the continual matrix}: a fixed seeded sample of
         `metrics.continual_task_rows` (0 = all) per task. A[t][i] has n(n+1)/2 cells, so the
         100-task scale pays 5050 cells of this many rows; task i's sample depends on the seed and
         i only, the same at every scale and stage."""
-        k, seed = int(self.cfg["continual_task_rows"]), int(self.params["seed"])
-        forget = self.profiles[self.profiles.split == "forget"]
-        return {i: sample(self.rows(forget.profile_id[forget.task == i]), k, [seed, 0xC1, i])
-                for i in range(1, self.n_tasks + 1)}
+        if "task_sample" not in self._samples:
+            k, seed = int(self.cfg["continual_task_rows"]), int(self.params["seed"])
+            forget = self.profiles[self.profiles.split == "forget"]
+            self._samples["task_sample"] = {i: sample(self.rows(forget.profile_id[forget.task == i]), k, [seed, 0xC1, i])
+                                            for i in range(1, self.n_tasks + 1)}
+        return self._samples["task_sample"]
 
     # ---- models -----------------------------------------------------------------------------
     def load(self, adapter_dir: Path):

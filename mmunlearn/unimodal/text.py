@@ -374,7 +374,7 @@ def scale_values(params: dict, cfg: dict) -> dict:
     `finetune.epochs`; batch: `finetune.batch_size` for training, `unlearn.batch_size` for
     unlearning), no cap (max_steps), `metrics.eval_retain_rows` (eval_retain; 0 = all)."""
     def at(v):
-        return v[params["scale"]] if isinstance(v, dict) else v
+        return by_scale(v, params)
 
     epochs, batch = at(cfg["epochs"]), at(cfg["batch_size"])
     return {"epochs": float(at(params["finetune"]["epochs"]) if epochs is None else epochs),
