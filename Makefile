@@ -4,7 +4,7 @@ VENV := $(LOCAL_VENV)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser repro pull test bench clean
+.PHONY: setup browser repro icu-full pull test bench clean
 
 # `make <target> VENV=/path/to/env` runs in an environment you already have, as it is: it is never
 # created, upgraded or reinstalled here (tests use it to run `make pull` in a copy of the repo).
@@ -26,6 +26,12 @@ $(STAMP): pyproject.toml
 
 repro: setup
 	. $(BIN)/activate && dvc repro
+
+# ICU-Bench's paper scale (1000 profiles, 100 sequential forget tasks; 100 min on 2 cores) as a
+# DVC experiment, then its small results into results/icu-full (mmunlearn/release.py).
+icu-full: setup
+	. $(BIN)/activate && dvc exp run -S scale=full && \
+	python -m mmunlearn.release results/icu-full --command "make icu-full (dvc exp run -S scale=full)"
 
 # Checks the default remote's endpoint, credentials and bucket first (one line and exit 2 if any
 # is missing), so no download starts without access; then fetches every output of dvc.lock, or

@@ -240,6 +240,30 @@ def test_dataset_card_lists_the_seven_configs(released_pipeline):
     assert front.count("config_name:") == 7
 
 
+def test_release_copies_a_finished_run_into_results(released_pipeline, tmp_path):
+    """`python -m mmunlearn.release` (what `make icu-full` ends with) copies the run's small
+    results byte for byte, one continual matrix per method, and names its commit; a folder
+    that is not a finished run is refused in one line, with nothing written."""
+    dest = tmp_path / "results" / "smoke"
+    proc = run([sys.executable, "-m", "mmunlearn.release", str(dest), "--root", str(released_pipeline),
+                "--command", "dvc repro"], ROOT)
+    assert proc.returncode == 0, proc.stderr
+    for name in (*SEVEN, "dataset_stats.json", "sanity.json"):
+        assert (dest / name).read_bytes() == (released_pipeline / "outputs" / name).read_bytes(), name
+    assert (dest / "dvc.lock").read_bytes() == (released_pipeline / "dvc.lock").read_bytes()
+    assert sorted(p.stem for p in (dest / "continual").iterdir()) == sorted(RELEASED_METHODS)
+    matrix = json.loads((dest / "continual" / "ga.json").read_text())
+    assert {(e["stage"], e["task"]) for e in matrix} >= {(1, 1), (2, 1), (2, 2)}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=released_pipeline, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert f"Commit: `{head}" in (dest / "README.md").read_text()
+
+    bad = run([sys.executable, "-m", "mmunlearn.release", str(tmp_path / "none"), "--root", str(tmp_path),
+               "--command", "x"], ROOT, check=False)
+    assert bad.returncode != 0 and "not a finished run" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "none").exists()
+
+
 def test_reanalysis_cli_round_trip(released_pipeline, tmp_path):
     repo = released_pipeline
     proc = run(["python", "-m", "stages.analyze", "--results", "outputs/multimodal_results.json",
