@@ -20,7 +20,7 @@ from pathlib import Path
 from mmunlearn.export import RELEASED_FILES
 from mmunlearn.io import atomic_dir
 
-KEPT = ("dataset_stats.json", "sanity.json")
+FILES = (*RELEASED_FILES.values(), "dataset_stats.json", "sanity.json")   # from outputs/
 
 
 def git_commit(root: Path) -> str:
@@ -36,7 +36,7 @@ def git_commit(root: Path) -> str:
 def readme(stats: dict, command: str, commit: str, methods: list[str]) -> str:
     counts = ", ".join(f"{stats[k]} {k.replace('_', ' ')}" for k in ("profiles", "images", "qa", "forget_tasks")
                        if k in stats)
-    files = "\n".join(f"- `{f}`" for f in [*RELEASED_FILES.values(), *KEPT, "dvc.lock"])
+    files = "\n".join(f"- `{f}`" for f in [*FILES, "dvc.lock"])
     return (f"# Results of `{command}`\n\nCommit: `{commit}`. Dataset: {counts}.\n\n"
             f"Reproduce: check out that commit, then `{command}` (the files below land in `outputs/`).\n\n"
             f"{files}\n- `continual/<method>.json`: A[t][i] (stage t, task i; stage 0 is the fine-tuned "
@@ -47,13 +47,13 @@ def copy_release(root: Path, dest: Path, command: str, commit: str | None = None
     """The files listed in the module docstring from the run at `root` into `dest` (replaced
     whole, atomically); the relative paths written."""
     out = root / "outputs"
-    missing = [f for f in [*RELEASED_FILES.values(), *KEPT] if not (out / f).is_file()]
+    missing = [f for f in FILES if not (out / f).is_file()]
     if missing or not (root / "dvc.lock").is_file():
         raise FileNotFoundError(f"{root}: not a finished run (missing {', '.join(missing) or 'dvc.lock'})")
     continual = sorted((out / "plots" / "continual").glob("*.json"))
     stats = json.loads((out / "dataset_stats.json").read_text())
     with atomic_dir(dest) as tmp:
-        for f in [*RELEASED_FILES.values(), *KEPT]:
+        for f in FILES:
             shutil.copy2(out / f, tmp / f)
         shutil.copy2(root / "dvc.lock", tmp / "dvc.lock")
         (tmp / "continual").mkdir()
