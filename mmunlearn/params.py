@@ -460,7 +460,7 @@ def _validate_training(params: dict) -> None:
                lambda k, v: integer(k, v, lo=4))
     for section in ("base", "finetune"):
         per_scale(f"{section}.epochs", _get(params, f"{section}.epochs"), positive)
-        positive(f"{section}.lr", _get(params, f"{section}.lr"))
+        per_scale(f"{section}.lr", _get(params, f"{section}.lr"), positive)
         integer(f"{section}.batch_size", _get(params, f"{section}.batch_size"), lo=1)
     integer("finetune.grad_accum", _get(params, "finetune.grad_accum"), lo=1)
     dtype = _get(params, "base.dtype")
@@ -469,8 +469,8 @@ def _validate_training(params: dict) -> None:
     if params["model"] in TINY_PRESETS and dtype != "float32":
         raise ParamError("base.dtype", dtype, f"model={params['model']} is a tiny preset: it trains and runs in float32")
     lora = _get(params, "finetune.lora")
-    integer("finetune.lora.r", _get(params, "finetune.lora.r"), lo=1)
-    positive("finetune.lora.alpha", lora.get("alpha"))
+    per_scale("finetune.lora.r", _get(params, "finetune.lora.r"), lambda k, v: integer(k, v, lo=1))
+    per_scale("finetune.lora.alpha", lora.get("alpha"), positive)
     dropout = _get(params, "finetune.lora.dropout")
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
         raise ParamError("finetune.lora.dropout", dropout, "must be in [0, 1)")

@@ -68,6 +68,18 @@ def test_lora_trains_adapter_only(tiny, rows, images):
     assert frozen and all(torch.equal(dict(peft_model.named_parameters())[k], before[k]) for k in frozen)
 
 
+@pytest.mark.parametrize("scale,rank,alpha", [("small", 2, 4), ("full", 8, 16)])
+def test_lora_rank_and_alpha_follow_the_scale(tiny, scale, rank, alpha):
+    """`finetune.lora.r/alpha` written per scale: the adapter of the run's scale, nothing else."""
+    model, _ = tiny
+    lora = {"r": {"smoke": 2, "small": 2, "full": 8}, "alpha": {"smoke": 4, "small": 4, "full": 16},
+            "dropout": 0.0, "target_modules": ["q_proj"]}
+    peft_model = add_lora(copy.deepcopy(model), {"scale": scale, "finetune": {"lora": lora}})
+    assert (peft_model.peft_config["default"].r, peft_model.peft_config["default"].lora_alpha) == (rank, alpha)
+    shapes = {tuple(p.shape) for k, p in peft_model.named_parameters() if "lora_A" in k and "language_model" in k}
+    assert shapes == {(rank, model.config.text_config.hidden_size)}
+
+
 def test_answer_losses_agree_with_hf_loss(tiny, rows, images):
     model, processor = tiny
     enc = encode(processor, rows, images)

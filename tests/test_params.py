@@ -51,6 +51,9 @@ def test_full_scale_preset_is_icu_bench(base_params):
     ("finetune.lora.dropout", 1.5, "finetune.lora.dropout=1.5"),
     ("base.epochs", {"smoke": 1, "small": 0, "full": 1}, "base.epochs.small=0"),
     ("finetune.lr", "fast", "finetune.lr='fast'"),
+    ("finetune.lr", {"smoke": 1e-3, "small": 1e-3}, "finetune.lr.full=None: missing"),
+    ("finetune.lora.r", {"smoke": 8, "small": 0, "full": 8}, "finetune.lora.r.small=0"),
+    ("finetune.lora.alpha", {"smoke": 8, "small": 8, "full": -1}, "finetune.lora.alpha.full=-1"),
     ("runtime.unlearn.workers", -1, "runtime.unlearn.workers=-1"),
     ("runtime.metrics.workers", 1.5, "runtime.metrics.workers=1.5"),
     ("unlearn.workers", 2, "unlearn.workers=2: moved to runtime.unlearn.workers"),
@@ -146,7 +149,8 @@ def test_load_applies_the_selected_model_preset_only(tmp_path):
     (tmp_path / "params.yaml").write_text(text)
     got = load(tmp_path / "params.yaml")
     assert got["model"] == LLAVA and got["finetune"]["lr"] == 2e-5 and got["finetune"]["lora"]["r"] == 128
-    assert got["preset"]["model"] == LLAVA and got["preset"]["replaced"]["finetune.lr"] == 3e-3
+    tiny = read_yaml(ROOT / "params.yaml")["finetune"]["lr"]
+    assert got["preset"]["model"] == LLAVA and got["preset"]["replaced"]["finetune.lr"] == tiny
     assert got["unlearn"]["npo"]["beta"] == 0.5        # what the preset does not name keeps its default
     default = load(ROOT / "params.yaml")
-    assert default["preset"] is None and default["finetune"]["lr"] == 3e-3
+    assert default["preset"] is None and default["finetune"]["lr"] == tiny

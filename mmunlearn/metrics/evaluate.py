@@ -394,7 +394,8 @@ def relearn_model(ev: Evaluator, model, rows: list[dict], seed: int):
     from mmunlearn.models.train import TrainConfig
 
     fcfg, steps = ev.params["finetune"], int(ev.cfg["relearn_steps"])
-    cfg = TrainConfig(epochs=1, lr=float(fcfg["lr"]), batch_size=int(fcfg["batch_size"]), seed=seed)
+    lr = float(by_scale(fcfg["lr"], ev.params))
+    cfg = TrainConfig(epochs=1, lr=lr, batch_size=int(fcfg["batch_size"]), seed=seed)
     model = add_lora(model, ev.params)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,

@@ -87,7 +87,7 @@ def build_base(params: dict, out_dir: str | Path = "models/base", data_dir: str 
     enc = encode(processor, rows, images.__getitem__)
     t0 = time.perf_counter()
     train(model, enc, processor.tokenizer.pad_token_id,
-          TrainConfig(epochs=by_scale(cfg["epochs"], params), lr=float(cfg["lr"]),
+          TrainConfig(epochs=by_scale(cfg["epochs"], params), lr=float(by_scale(cfg["lr"], params)),
                       batch_size=int(cfg["batch_size"]), seed=seed), progress=progress)
     seconds = time.perf_counter() - t0
     ev = evaluate(model, processor, rows, images.__getitem__, enc=enc)

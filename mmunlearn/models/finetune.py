@@ -41,7 +41,8 @@ def add_lora(model, params: dict):
     # A regex, not a list: peft keeps a list as a set, whose saved order depends on PYTHONHASHSEED.
     targets = rf".*\.({'|'.join(sorted(lc['target_modules']))})"
     torch.manual_seed(int(params.get("seed", 0)))  # LoRA A matrices are drawn from torch's RNG
-    return get_peft_model(model, LoraConfig(r=int(lc["r"]), lora_alpha=float(lc["alpha"]),
+    return get_peft_model(model, LoraConfig(r=int(by_scale(lc["r"], params)),
+                                            lora_alpha=float(by_scale(lc["alpha"], params)),
                                             lora_dropout=float(lc["dropout"]), target_modules=targets))
 
 
@@ -57,7 +58,8 @@ def train_lora(params: dict, base_dir: Path, rows: list[dict], data_dir: Path, p
     cfg = params["finetune"]
     t0 = time.perf_counter()
     train(model, enc, processor.tokenizer.pad_token_id,
-          TrainConfig(epochs=by_scale(cfg["epochs"], params), lr=float(cfg["lr"]), batch_size=int(cfg["batch_size"]),
+          TrainConfig(epochs=by_scale(cfg["epochs"], params), lr=float(by_scale(cfg["lr"], params)),
+                      batch_size=int(cfg["batch_size"]),
                       grad_accum=int(cfg["grad_accum"]), seed=int(params["seed"])), progress=progress)
     return model, processor, enc, time.perf_counter() - t0
 

@@ -237,8 +237,9 @@ def train_lora(lm, data: RowSet, pad_id: int, params: dict, epochs: float, batch
     from mmunlearn.models.train import TrainConfig, train
 
     model = add_lora(copy.deepcopy(lm), {**params, "seed": seed})
-    train(model, data.enc, pad_id, TrainConfig(epochs=float(epochs), lr=float(params["finetune"]["lr"]),
-                                                batch_size=int(batch_size), seed=int(seed)), progress=False)
+    lr = float(by_scale(params["finetune"]["lr"], params))
+    train(model, data.enc, pad_id, TrainConfig(epochs=float(epochs), lr=lr, batch_size=int(batch_size), seed=int(seed)),
+          progress=False)
     return model.eval()
 
 
