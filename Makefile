@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 repro: setup
 	. $(BIN)/activate && dvc repro
 
-# ICU-Bench's paper scale (1000 profiles, 100 sequential forget tasks; 100 min on 2 cores) as a
+# ICU-Bench's paper scale (1000 profiles, 100 sequential forget tasks; about 3 h on 2 cores) as a
 # DVC experiment, then its small results into results/icu-full (mmunlearn/release.py).
 icu-full: setup
 	. $(BIN)/activate && dvc exp run -S scale=full && \

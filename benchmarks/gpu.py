@@ -62,9 +62,8 @@ def train_step(model, processor, rows, images, params: dict, steps: int, sync) -
     import torch
 
     from mmunlearn.models.encode import encode
-    from mmunlearn.models.finetune import add_lora
+    from mmunlearn.models.finetune import add_lora, learning_rate
     from mmunlearn.models.train import TrainConfig, train
-    from mmunlearn.params import by_scale
 
     cfg = params["finetune"]
     per_step = int(cfg["batch_size"]) * int(cfg["grad_accum"])
@@ -75,7 +74,7 @@ def train_step(model, processor, rows, images, params: dict, steps: int, sync) -
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     train(model, enc, processor.tokenizer.pad_token_id,
-          TrainConfig(epochs=1, lr=float(by_scale(cfg["lr"], params)), batch_size=int(cfg["batch_size"]),
+          TrainConfig(epochs=1, lr=learning_rate(params), batch_size=int(cfg["batch_size"]),
                       grad_accum=int(cfg["grad_accum"]), seed=0), progress=False, callbacks=[timer])
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else float("nan")
     times = timer.seconds[1:] or timer.seconds

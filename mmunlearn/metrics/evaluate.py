@@ -390,12 +390,11 @@ def relearn_model(ev: Evaluator, model, rows: list[dict], seed: int):
     from transformers import get_scheduler
 
     from mmunlearn.methods.base import nll_of
-    from mmunlearn.models.finetune import add_lora
+    from mmunlearn.models.finetune import add_lora, learning_rate
     from mmunlearn.models.train import TrainConfig
 
     fcfg, steps = ev.params["finetune"], int(ev.cfg["relearn_steps"])
-    lr = float(by_scale(fcfg["lr"], ev.params))
-    cfg = TrainConfig(epochs=1, lr=lr, batch_size=int(fcfg["batch_size"]), seed=seed)
+    cfg = TrainConfig(epochs=1, lr=learning_rate(ev.params), batch_size=int(fcfg["batch_size"]), seed=seed)
     model = add_lora(model, ev.params)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,

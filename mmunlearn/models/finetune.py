@@ -46,6 +46,12 @@ def add_lora(model, params: dict):
                                             lora_dropout=float(lc["dropout"]), target_modules=targets))
 
 
+def learning_rate(params: dict) -> float:
+    """`finetune.lr` at the run's scale: the rate of every LoRA trained with the fine-tuning recipe
+    (fine-tuned model, oracles, the text branch, KR's relearning attack)."""
+    return float(by_scale(params["finetune"]["lr"], params))
+
+
 def train_lora(params: dict, base_dir: Path, rows: list[dict], data_dir: Path, progress: bool):
     """(peft model, processor, encoded rows, seconds) after LoRA training on `rows`."""
     from mmunlearn.models.encode import encode, file_images
@@ -58,9 +64,8 @@ def train_lora(params: dict, base_dir: Path, rows: list[dict], data_dir: Path, p
     cfg = params["finetune"]
     t0 = time.perf_counter()
     train(model, enc, processor.tokenizer.pad_token_id,
-          TrainConfig(epochs=by_scale(cfg["epochs"], params), lr=float(by_scale(cfg["lr"], params)),
-                      batch_size=int(cfg["batch_size"]),
-                      grad_accum=int(cfg["grad_accum"]), seed=int(params["seed"])), progress=progress)
+          TrainConfig(epochs=by_scale(cfg["epochs"], params), lr=learning_rate(params),
+                      batch_size=int(cfg["batch_size"]), grad_accum=int(cfg["grad_accum"]), seed=int(params["seed"])), progress=progress)
     return model, processor, enc, time.perf_counter() - t0
 
 

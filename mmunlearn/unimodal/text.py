@@ -233,13 +233,12 @@ def train_lora(lm, data: RowSet, pad_id: int, params: dict, epochs: float, batch
     """A LoRA copy of `lm` (`finetune.add_lora`) trained on `data` by `models.train.train`, the HF
     Trainer recipe of stages `finetune` / `oracle` (`finetune.lr`, AdamW beta2 0.98, linear decay,
     length-grouped batches), with the branch's epochs and batch size and this seed."""
-    from mmunlearn.models.finetune import add_lora
+    from mmunlearn.models.finetune import add_lora, learning_rate
     from mmunlearn.models.train import TrainConfig, train
 
     model = add_lora(copy.deepcopy(lm), {**params, "seed": seed})
-    lr = float(by_scale(params["finetune"]["lr"], params))
-    train(model, data.enc, pad_id, TrainConfig(epochs=float(epochs), lr=lr, batch_size=int(batch_size), seed=int(seed)),
-          progress=False)
+    train(model, data.enc, pad_id, TrainConfig(epochs=float(epochs), lr=learning_rate(params),
+                                                batch_size=int(batch_size), seed=int(seed)), progress=False)
     return model.eval()
 
 
